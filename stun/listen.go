@@ -114,4 +114,3 @@ func (s *Server) ListenAndServe(ctx context.Context) error {
 	}
 	return s.serveResult(parent)
 }
-
