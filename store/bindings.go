@@ -8,7 +8,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 )
 
 // Binding is one registered contact of an address-of-record: a row of the
@@ -106,9 +105,9 @@ func (b Binding) Clone() Binding {
 // Validate reports whether b can be stored.
 func (b Binding) Validate() error {
 	switch {
-	case b.AOR == "" || !utf8.ValidString(b.AOR):
+	case b.AOR == "" || !validText(b.AOR):
 		return fmt.Errorf("%w: binding AOR must be non-empty UTF-8", ErrInvalid)
-	case b.Contact == "" || !utf8.ValidString(b.Contact):
+	case b.Contact == "" || !validText(b.Contact):
 		return fmt.Errorf("%w: binding of %q: contact must be non-empty UTF-8", ErrInvalid, b.AOR)
 	case b.Q < 0 || b.Q > 1000:
 		return fmt.Errorf("%w: binding of %q: q %d outside 0..1000", ErrInvalid, b.AOR, b.Q)
@@ -118,13 +117,13 @@ func (b Binding) Validate() error {
 		return fmt.Errorf("%w: binding of %q: bad transport %q", ErrInvalid, b.AOR, b.Transport)
 	}
 	for _, s := range []string{b.CallID, b.UserAgent, b.Instance, b.NATType, b.Node, b.Transport} {
-		if !utf8.ValidString(s) {
-			return fmt.Errorf("%w: binding of %q: field is not UTF-8", ErrInvalid, b.AOR)
+		if !validText(s) {
+			return fmt.Errorf("%w: binding of %q: field is not UTF-8 or holds NUL", ErrInvalid, b.AOR)
 		}
 	}
 	for _, p := range b.Path {
-		if p == "" || !utf8.ValidString(p) {
-			return fmt.Errorf("%w: binding of %q: empty or non-UTF-8 Path entry", ErrInvalid, b.AOR)
+		if p == "" || !validText(p) {
+			return fmt.Errorf("%w: binding of %q: empty, non-UTF-8 or NUL-holding Path entry", ErrInvalid, b.AOR)
 		}
 	}
 	return nil

@@ -96,10 +96,12 @@ func HA1(algorithm, username, realm, password string) string {
 // name and realm, and HA1 values of the right length in hex.
 func (c Credential) Validate() error {
 	switch {
-	case c.Username == "" || !utf8.ValidString(c.Username):
-		return fmt.Errorf("%w: credential user name must be non-empty UTF-8", ErrInvalid)
-	case c.Realm == "" || !utf8.ValidString(c.Realm):
-		return fmt.Errorf("%w: credential realm must be non-empty UTF-8", ErrInvalid)
+	case c.Username == "" || !validText(c.Username):
+		return fmt.Errorf("%w: credential user name must be non-empty UTF-8 without NUL", ErrInvalid)
+	case c.Realm == "" || !validText(c.Realm):
+		return fmt.Errorf("%w: credential realm must be non-empty UTF-8 without NUL", ErrInvalid)
+	case !validText(c.Account):
+		return fmt.Errorf("%w: credential %q: account must be UTF-8 without NUL", ErrInvalid, c.Username)
 	case !isHex(c.HA1MD5, 32):
 		return fmt.Errorf("%w: credential %q: MD5 HA1 must be 32 hex digits", ErrInvalid, c.Username)
 	case !isHex(c.HA1SHA256, 64):
@@ -108,6 +110,12 @@ func (c Credential) Validate() error {
 		return fmt.Errorf("%w: credential %q: SHA-512-256 HA1 must be 64 hex digits", ErrInvalid, c.Username)
 	}
 	return nil
+}
+
+// validText reports whether s can be stored as text by every backend:
+// valid UTF-8 without NUL bytes (which PostgreSQL text cannot hold).
+func validText(s string) bool {
+	return utf8.ValidString(s) && !strings.ContainsRune(s, 0)
 }
 
 func isHex(s string, n int) bool {

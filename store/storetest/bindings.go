@@ -379,6 +379,8 @@ func testBindingInvalidBatch(t *testing.T, s store.Bindings) {
 		func() store.Binding { b := good; b.Contact = "sip:y"; b.Expires = time.Time{}; return b }(),
 		func() store.Binding { b := good; b.Contact = "sip:z"; b.Path = []string{""}; return b }(),
 		func() store.Binding { b := good; b.Contact = "sip:\xff"; return b }(),
+		func() store.Binding { b := good; b.Contact = "sip:a\x00b"; return b }(),
+		func() store.Binding { b := good; b.Contact = "sip:ua"; b.UserAgent = "nul\x00"; return b }(),
 	} {
 		mustIs(t, s.UpsertBindings(ctx, []store.Binding{good, bad}), store.ErrInvalid)
 	}
