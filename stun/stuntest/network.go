@@ -212,8 +212,15 @@ type Conn struct {
 	changed  chan struct{} // closed and replaced when the deadline changes
 }
 
-// ReadFrom implements net.PacketConn.
+// ReadFrom implements net.PacketConn. Unlike a kernel socket it returns a
+// queued datagram even when the deadline has passed, so that a test can
+// drain what has arrived with SetReadDeadline(time.Now()).
 func (c *Conn) ReadFrom(b []byte) (int, net.Addr, error) {
+	select {
+	case p := <-c.in:
+		return copy(b, p.data), net.UDPAddrFromAddrPort(p.from), nil
+	default:
+	}
 	for {
 		c.mu.Lock()
 		dl, changed := c.deadline, c.changed
@@ -225,8 +232,8 @@ func (c *Conn) ReadFrom(b []byte) (int, net.Addr, error) {
 				return 0, nil, c.opErr("read", os.ErrDeadlineExceeded)
 			}
 			t := time.NewTimer(d)
-			defer t.Stop()
 			expired = t.C
+			defer t.Stop()
 		}
 		select {
 		case p := <-c.in:
