@@ -179,7 +179,7 @@ func (s *Server) errorResponse(w *worker, code int, src netip.AddrPort, o *origi
 		s.stats.badRequest.Add(1)
 		_ = stun.ErrorCodeAttribute{Code: stun.CodeBadRequest, Reason: reasonBadRequest}.AddTo(m)
 	}
-	s.debugCode(code, src)
+	s.debugCode(code, src, r)
 	if r.classic {
 		copy(m.Raw[4:8], r.cookie[:])
 		return m.Raw
@@ -206,11 +206,12 @@ func (s *Server) debug(msg string, d dropReason, src netip.AddrPort) {
 	s.log.Debug(msg, "reason", d.String(), "src", src)
 }
 
-func (s *Server) debugCode(code int, src netip.AddrPort) {
+func (s *Server) debugCode(code int, src netip.AddrPort, r *request) {
 	if !s.log.Enabled(context.Background(), slog.LevelDebug) {
 		return
 	}
-	s.log.Debug("error response", "code", code, "src", src)
+	s.log.Debug("error response", "code", code, "src", src,
+		"unknown", r.unknownTypes[:min(r.nUnknown, maxUnknown)], "change", r.hasChange, "responsePort", r.hasRespPort)
 }
 
 func (d dropReason) String() string {
