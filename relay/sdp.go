@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"bytes"
 	"fmt"
 	"net/netip"
 	"strconv"
@@ -56,9 +57,17 @@ func parseSDP(b []byte) (sd *sdp.SessionDescription, media []mediaInfo, err erro
 			sd, media, err = nil, nil, fmt.Errorf("%w: %v", ErrBadSDP, p)
 		}
 	}()
+	if !bytes.HasPrefix(b, []byte("v=")) {
+		return nil, nil, fmt.Errorf("%w: does not start with v=", ErrBadSDP)
+	}
 	sd = &sdp.SessionDescription{}
 	if err := sd.Unmarshal(b); err != nil {
 		return nil, nil, fmt.Errorf("%w: %v", ErrBadSDP, err)
+	}
+	// pion/sdp is lenient about missing lines; the relay needs an o= line it
+	// can write back (RFC 4566 makes it mandatory).
+	if o := sd.Origin; o.NetworkType != "IN" || o.UnicastAddress == "" || o.Username == "" {
+		return nil, nil, fmt.Errorf("%w: missing or malformed o= line", ErrBadSDP)
 	}
 	var sessAddr netip.Addr
 	if sd.ConnectionInformation != nil {
