@@ -83,19 +83,23 @@ func Classify(ctx context.Context, server string) (Result, error) {
 }
 
 // Classify finds the NAT behaviour between this host and server ("host",
-// "host:port" or "stun:host:port"; the port defaults to 3478). It runs, all
-// from one local socket:
+// "host:port" or "stun:host:port"; the port defaults to 3478). It runs:
 //
 //   - test I: a plain Binding request, for the public address and the
 //     server's OTHER-ADDRESS;
-//   - filtering tests II and III (RFC 5780 §4.4): CHANGE-REQUEST for a
-//     response from the other IP and port, then from the other port only;
-//   - mapping tests II and III (RFC 5780 §4.3): requests to the alternate
-//     IP with the primary port, then to the alternate IP and port.
+//   - mapping tests II and III (RFC 5780 §4.3), from the same socket:
+//     requests to the alternate IP with the primary port, then to the
+//     alternate IP and port;
+//   - filtering tests II and III (RFC 5780 §4.4), from a second socket:
+//     CHANGE-REQUEST for a response from the other IP and port, and from
+//     the other port only.
 //
-// The filtering tests run before the mapping tests: a request to an
-// alternate address would open the NAT's filter for it and make the
-// filtering look more permissive than it is.
+// The two groups use different local ports and run at the same time. They
+// must not share one: a mapping test's request to the alternate address
+// would open the NAT's filter for it, and a filtering test's unsolicited
+// response leaves state in the NAT (a Linux conntrack entry) that makes
+// the NAT pick a new port for the next mapping test, so each would make
+// the other's answer wrong.
 //
 // No answer to test I is not an error: the Result says UDPBlocked. A
 // server without RFC 5780 gives a Result with Partial set and the reason
@@ -113,30 +117,48 @@ func (c *Classifier) Classify(ctx context.Context, server string) (Result, error
 			local = "[::]:0"
 		}
 	}
-	pc, err := c.cfg.ListenPacket(ctx, "udp", local)
+	s, err := c.open(ctx, local)
 	if err != nil {
-		return Result{}, fmt.Errorf("stun: classify: %w", err)
+		return Result{}, err
 	}
-	var sw []byte
-	if c.cfg.Software != "" {
-		sw = []byte(c.cfg.Software)
-	}
-	s := newSession(pc, c.cfg.RTO, c.cfg.Rc, c.cfg.Rm, sw)
 	defer s.close()
 
-	res := Result{Server: dst, Local: addrPortOf(pc.LocalAddr())}
+	res := Result{Server: dst, Local: addrPortOf(s.pc.LocalAddr())}
 	if res.Local.Addr().IsUnspecified() {
 		res.Local = netip.AddrPortFrom(routeSource(dst), res.Local.Port())
 	}
-	err = c.run(ctx, s, &res)
+	// The filtering socket binds the same IP on another port.
+	second := func() (*session, error) {
+		host, _, err := net.SplitHostPort(local)
+		if err != nil {
+			return nil, fmt.Errorf("stun: classify: %w", err)
+		}
+		return c.open(ctx, net.JoinHostPort(host, "0"))
+	}
+	err = c.run(ctx, s, second, &res)
 	if ctx.Err() != nil {
 		return res, ctx.Err()
 	}
 	return res, err
 }
 
-func (c *Classifier) run(ctx context.Context, s *session, res *Result) error {
+func (c *Classifier) open(ctx context.Context, local string) (*session, error) {
+	pc, err := c.cfg.ListenPacket(ctx, "udp", local)
+	if err != nil {
+		return nil, fmt.Errorf("stun: classify: %w", err)
+	}
+	var sw []byte
+	if c.cfg.Software != "" {
+		sw = []byte(c.cfg.Software)
+	}
+	return newSession(pc, c.cfg.RTO, c.cfg.Rc, c.cfg.Rm, sw), nil
+}
+
+func (c *Classifier) run(ctx context.Context, s *session, second func() (*session, error), res *Result) error {
+	var mu sync.Mutex // note is called from both test groups
 	note := func(format string, args ...any) {
+		mu.Lock()
+		defer mu.Unlock()
 		res.Partial = true
 		res.Notes = append(res.Notes, fmt.Sprintf(format, args...))
 	}
@@ -171,46 +193,75 @@ func (c *Classifier) run(ctx context.Context, s *session, res *Result) error {
 		note("server's OTHER-ADDRESS %v does not differ from %v in both IP and port: behaviour tests skipped", o, res.Server)
 		return nil
 	}
-	altIP := netip.AddrPortFrom(res.Other.Addr(), res.Server.Port())
-	altPort := netip.AddrPortFrom(res.Server.Addr(), res.Other.Port())
+	fs, err := second()
+	if err != nil {
+		return err
+	}
+	defer fs.close()
 
-	// Filtering tests II and III, concurrently: both go to the primary
-	// address, so neither opens the filter for the other's answer.
+	var wg sync.WaitGroup
+	var mapping, filtering Behavior
+	var mapErr, filtErr error
+	wg.Go(func() { mapping, mapErr = c.mappingTests(ctx, s, res.Server, res.Other, res.Public, note) })
+	wg.Go(func() { filtering, filtErr = c.filteringTests(ctx, fs, res.Server, res.Other, note) })
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := errors.Join(mapErr, filtErr); err != nil {
+		return err
+	}
+	res.Mapping, res.Filtering = mapping, filtering
+	res.Type = classicType(res.BehindNAT, res.Mapping, res.Filtering)
+	return nil
+}
+
+// mappingTests runs RFC 5780 §4.3 tests II and III on s, whose test I
+// gave public. Test III only runs when test II's mapping differs.
+func (c *Classifier) mappingTests(ctx context.Context, s *session, server, other, public netip.AddrPort, note func(string, ...any)) (Behavior, error) {
+	altIP := netip.AddrPortFrom(other.Addr(), server.Port())
+	m2, err := s.do(ctx, altIP)
+	x2 := mappedAddr(m2.msg)
+	c.log.Debug("mapping test II", "mapped", x2, "err", err)
+	switch {
+	case err != nil && !errors.Is(err, ErrTimeout):
+		return BehaviorUnknown, err
+	case !x2.IsValid():
+		note("no mapped address from the alternate address %v (%v): mapping unknown", altIP, err)
+		return BehaviorUnknown, nil
+	case x2 == public:
+		return EndpointIndependent, nil
+	}
+	m3, err := s.do(ctx, other)
+	x3 := mappedAddr(m3.msg)
+	c.log.Debug("mapping test III", "mapped", x3, "err", err)
+	switch {
+	case err != nil && !errors.Is(err, ErrTimeout):
+		return BehaviorUnknown, err
+	case !x3.IsValid():
+		note("no mapped address from the alternate address %v (%v): mapping unknown", other, err)
+		return BehaviorUnknown, nil
+	case x3 == x2:
+		return AddressDependent, nil
+	}
+	return AddressAndPortDependent, nil
+}
+
+// filteringTests runs RFC 5780 §4.4 tests II and III on s, concurrently:
+// both go to the primary address, so neither opens the filter for the
+// other's answer.
+func (c *Classifier) filteringTests(ctx context.Context, s *session, server, other netip.AddrPort, note func(string, ...any)) (Behavior, error) {
 	var f2, f3 reply
 	var e2, e3 error
 	var wg sync.WaitGroup
-	wg.Go(func() { f2, e2 = s.do(ctx, res.Server, ChangeRequest{IP: true, Port: true}) })
-	wg.Go(func() { f3, e3 = s.do(ctx, res.Server, ChangeRequest{Port: true}) })
+	wg.Go(func() { f2, e2 = s.do(ctx, server, ChangeRequest{IP: true, Port: true}) })
+	wg.Go(func() { f3, e3 = s.do(ctx, server, ChangeRequest{Port: true}) })
 	wg.Wait()
 	if err := ctx.Err(); err != nil {
-		return err
+		return BehaviorUnknown, err
 	}
-	res.Filtering = c.filtering(f2, e2, res.Other, f3, e3, altPort, note)
-
-	// Mapping tests II and III, concurrently.
-	var m2, m3 reply
-	wg.Go(func() { m2, e2 = s.do(ctx, altIP) })
-	wg.Go(func() { m3, e3 = s.do(ctx, res.Other) })
-	wg.Wait()
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	x2, x3 := mappedAddr(m2.msg), mappedAddr(m3.msg)
-	c.log.Debug("mapping tests", "II", x2, "III", x3, "errII", e2, "errIII", e3)
-	switch {
-	case !x2.IsValid():
-		note("no mapped address from the alternate address %v (%v): mapping unknown", altIP, e2)
-	case x2 == res.Public:
-		res.Mapping = EndpointIndependent
-	case !x3.IsValid():
-		note("no mapped address from the alternate address %v (%v): mapping unknown", res.Other, e3)
-	case x3 == x2:
-		res.Mapping = AddressDependent
-	default:
-		res.Mapping = AddressAndPortDependent
-	}
-	res.Type = classicType(res.BehindNAT, res.Mapping, res.Filtering)
-	return nil
+	altPort := netip.AddrPortFrom(server.Addr(), other.Port())
+	return c.filtering(f2, e2, other, f3, e3, altPort, note), nil
 }
 
 // filtering interprets filtering tests II (change IP and port, expected
