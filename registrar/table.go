@@ -1,0 +1,436 @@
+package registrar
+
+import (
+	"container/heap"
+	"hash/maphash"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/talkpad/talkpad/store"
+)
+
+// table is the in-memory location table: the authority for every lookup.
+// It is sharded by AOR so that registrations of different users do not
+// contend; a change to one AOR happens under its shard's lock, so the checks
+// of RFC 3261 §10.3 and the update they guard are atomic.
+type table struct {
+	r      *Registrar
+	seed   maphash.Seed
+	shards [64]shard
+
+	// versions orders writes of all bindings: wall-clock nanoseconds,
+	// bumped to stay strictly increasing, so a later registration on any
+	// node normally carries the higher version.
+	verMu   sync.Mutex
+	lastVer uint64
+
+	exp expiryQueue
+
+	connMu sync.Mutex
+	conns  map[connKey]map[store.BindingKey]struct{}
+}
+
+type shard struct {
+	mu   sync.Mutex
+	aors map[string]*aorEntry
+}
+
+type aorEntry struct {
+	bindings []store.Binding
+	gen      uint64 // bumped on every change, for optimistic write-through
+}
+
+// connKey identifies a TCP/TLS/WS/WSS connection by transport and peer.
+type connKey struct {
+	transport string
+	remote    netip.AddrPort
+}
+
+func newTable(r *Registrar) *table {
+	t := &table{r: r, seed: maphash.MakeSeed(), conns: make(map[connKey]map[store.BindingKey]struct{})}
+	for i := range t.shards {
+		t.shards[i].aors = make(map[string]*aorEntry)
+	}
+	t.exp.wake = make(chan struct{}, 1)
+	return t
+}
+
+func (t *table) shard(aor string) *shard {
+	return &t.shards[maphash.String(t.seed, aor)%uint64(len(t.shards))]
+}
+
+func (t *table) nextVersion(now time.Time) uint64 {
+	t.verMu.Lock()
+	defer t.verMu.Unlock()
+	v := uint64(now.UnixNano())
+	if v <= t.lastVer {
+		v = t.lastVer + 1
+	}
+	t.lastVer = v
+	return v
+}
+
+// seenVersion keeps versions above any loaded from the store.
+func (t *table) seenVersion(v uint64) {
+	t.verMu.Lock()
+	if v > t.lastVer {
+		t.lastVer = v
+	}
+	t.verMu.Unlock()
+}
+
+func connBound(transport string) bool {
+	switch transport {
+	case "tcp", "tls", "ws", "wss":
+		return true
+	}
+	return false
+}
+
+// load fills the table with bindings read from the store at start.
+// Connection-bound bindings are skipped: their connections died with the
+// process that held them.
+func (t *table) load(bs []store.Binding, now time.Time) {
+	for _, b := range bs {
+		if !b.Live(now) {
+			continue
+		}
+		if connBound(b.Transport) && !t.r.cfg.NotConnectionBound && b.Node == t.r.cfg.Node {
+			continue
+		}
+		t.seenVersion(b.Version)
+		sh := t.shard(b.AOR)
+		sh.mu.Lock()
+		e := sh.aors[b.AOR]
+		if e == nil {
+			e = &aorEntry{}
+			sh.aors[b.AOR] = e
+		}
+		e.bindings = append(e.bindings, b)
+		sh.mu.Unlock()
+		t.exp.push(b.Expires, b.ID(), b.Version)
+	}
+}
+
+// lookup returns copies of aor's live bindings in store order.
+func (t *table) lookup(aor string, now time.Time) []store.Binding {
+	sh := t.shard(aor)
+	sh.mu.Lock()
+	var out []store.Binding
+	if e := sh.aors[aor]; e != nil {
+		out = make([]store.Binding, 0, len(e.bindings))
+		for _, b := range e.bindings {
+			if b.Live(now) {
+				out = append(out, b.Clone())
+			}
+		}
+	}
+	sh.mu.Unlock()
+	store.SortBindings(out)
+	return out
+}
+
+func (t *table) get(id store.BindingKey, now time.Time) (store.Binding, bool) {
+	sh := t.shard(id.AOR)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if e := sh.aors[id.AOR]; e != nil {
+		for _, b := range e.bindings {
+			if b.Key() == id.Key && b.Live(now) {
+				return b.Clone(), true
+			}
+		}
+	}
+	return store.Binding{}, false
+}
+
+func (t *table) count() int {
+	now := time.Now()
+	n := 0
+	for i := range t.shards {
+		sh := &t.shards[i]
+		sh.mu.Lock()
+		for _, e := range sh.aors {
+			for _, b := range e.bindings {
+				if b.Live(now) {
+					n++
+				}
+			}
+		}
+		sh.mu.Unlock()
+	}
+	return n
+}
+
+// change is one binding's fate in an update.
+type change struct {
+	kind   EventKind
+	old    store.Binding // the binding before a refresh
+	b      store.Binding // the new binding (Added, Refreshed) or the removed one
+	reason string        // for Removed
+}
+
+// snapshot returns aor's live bindings (shared backing array: read only)
+// and the entry's generation.
+func (t *table) snapshot(aor string, now time.Time) ([]store.Binding, uint64) {
+	sh := t.shard(aor)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	e := sh.aors[aor]
+	if e == nil {
+		return nil, 0
+	}
+	live := make([]store.Binding, 0, len(e.bindings))
+	for _, b := range e.bindings {
+		if b.Live(now) {
+			live = append(live, b.Clone())
+		}
+	}
+	return live, e.gen
+}
+
+// commit replaces aor's bindings with next if the entry is still at
+// generation gen (or gen is ignored when check is false), and records the
+// changes: expiry queue, connection index, dirty set, counters. Watchers
+// hear of them after the lock is released, so a watcher may call Lookup.
+// It reports false when another update got there first.
+func (t *table) commit(aor string, gen uint64, check bool, next []store.Binding, changes []change) bool {
+	sh := t.shard(aor)
+	sh.mu.Lock()
+	e := sh.aors[aor]
+	cur := uint64(0)
+	if e != nil {
+		cur = e.gen
+	}
+	if check && cur != gen {
+		sh.mu.Unlock()
+		return false
+	}
+	if len(next) == 0 {
+		delete(sh.aors, aor)
+	} else {
+		if e == nil {
+			e = &aorEntry{}
+			sh.aors[aor] = e
+		}
+		e.bindings = next
+		e.gen = cur + 1
+	}
+	evs := t.record(changes)
+	sh.mu.Unlock()
+	t.r.emit(evs)
+	return true
+}
+
+// record applies the side effects of changes that must happen with the
+// change (under the AOR's shard lock) and returns the events to emit.
+func (t *table) record(changes []change) []Event {
+	if len(changes) == 0 {
+		return nil
+	}
+	evs := make([]Event, 0, len(changes))
+	ids := make([]store.BindingKey, 0, len(changes))
+	for _, c := range changes {
+		ids = append(ids, c.b.ID())
+		ev := Event{Kind: c.kind, Binding: c.b.Clone(), Reason: c.reason}
+		switch c.kind {
+		case Added:
+			t.r.stats.added.Add(1)
+			t.exp.push(c.b.Expires, c.b.ID(), c.b.Version)
+			t.indexConn(c.b, true)
+		case Refreshed:
+			t.r.stats.refreshed.Add(1)
+			t.exp.push(c.b.Expires, c.b.ID(), c.b.Version)
+			if c.old.Received != c.b.Received || c.old.Transport != c.b.Transport {
+				t.indexConn(c.old, false)
+			}
+			t.indexConn(c.b, true)
+		case Removed:
+			t.r.stats.removed.Add(1)
+			t.indexConn(c.b, false)
+		case Expired:
+			t.r.stats.expired.Add(1)
+			t.indexConn(c.b, false)
+		}
+		evs = append(evs, ev)
+	}
+	if t.r.cfg.Persistence == WriteBack {
+		t.r.pers.markDirty(ids)
+	}
+	return evs
+}
+
+func (t *table) indexConn(b store.Binding, add bool) {
+	if t.r.cfg.NotConnectionBound || !connBound(b.Transport) || !b.Received.IsValid() {
+		return
+	}
+	k := connKey{b.Transport, b.Received}
+	t.connMu.Lock()
+	defer t.connMu.Unlock()
+	m := t.conns[k]
+	if add {
+		if m == nil {
+			m = make(map[store.BindingKey]struct{})
+			t.conns[k] = m
+		}
+		m[b.ID()] = struct{}{}
+		return
+	}
+	if m != nil {
+		delete(m, b.ID())
+		if len(m) == 0 {
+			delete(t.conns, k)
+		}
+	}
+}
+
+// connClosed removes every binding reachable only through the closed
+// connection.
+func (t *table) connClosed(k connKey, reason string) int {
+	t.connMu.Lock()
+	ids := make([]store.BindingKey, 0, len(t.conns[k]))
+	for id := range t.conns[k] {
+		ids = append(ids, id)
+	}
+	t.connMu.Unlock()
+	n := 0
+	for _, id := range ids {
+		if t.removeIf(id, func(b store.Binding) bool {
+			return b.Transport == k.transport && b.Received == k.remote
+		}, Removed, reason) {
+			n++
+		}
+	}
+	return n
+}
+
+// removeIf removes binding id if pred holds for it, as an event of kind.
+func (t *table) removeIf(id store.BindingKey, pred func(store.Binding) bool, kind EventKind, reason string) bool {
+	sh := t.shard(id.AOR)
+	sh.mu.Lock()
+	e := sh.aors[id.AOR]
+	if e == nil {
+		sh.mu.Unlock()
+		return false
+	}
+	for i, b := range e.bindings {
+		if b.Key() != id.Key || !pred(b) {
+			continue
+		}
+		next := make([]store.Binding, 0, len(e.bindings)-1)
+		next = append(next, e.bindings[:i]...)
+		next = append(next, e.bindings[i+1:]...)
+		if len(next) == 0 {
+			delete(sh.aors, id.AOR)
+		} else {
+			e.bindings = next
+			e.gen++
+		}
+		evs := t.record([]change{{kind: kind, b: b, reason: reason}})
+		sh.mu.Unlock()
+		if t.r.cfg.Persistence == WriteThrough {
+			t.r.pers.deleteNow(id)
+		}
+		t.r.emit(evs)
+		return true
+	}
+	sh.mu.Unlock()
+	return false
+}
+
+// expiryLoop removes bindings at their expiry instant and reports them.
+// Lookups never return an expired binding whatever this loop is doing;
+// the loop makes the removal visible to watchers and the store.
+func (t *table) expiryLoop() {
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		now := time.Now()
+		for _, it := range t.exp.popDue(now) {
+			t.removeIf(it.id, func(b store.Binding) bool {
+				return b.Version == it.version && !b.Live(now)
+			}, Expired, "")
+		}
+		next, ok := t.exp.next()
+		wait := time.Hour
+		if ok {
+			wait = next.Sub(time.Now())
+			if wait < 0 {
+				wait = 0
+			}
+		}
+		timer.Reset(wait)
+		select {
+		case <-t.r.stop:
+			return
+		case <-t.exp.wake:
+			if !timer.Stop() {
+				select {
+				case <-timer.C:
+				default:
+				}
+			}
+		case <-timer.C:
+		}
+	}
+}
+
+// expiryQueue is a min-heap of expiry instants. A refresh pushes a new
+// item; the old one, with an older version, is skipped when it comes due.
+type expiryQueue struct {
+	mu    sync.Mutex
+	items expiryHeap
+	wake  chan struct{}
+}
+
+type expiryItem struct {
+	at      time.Time
+	id      store.BindingKey
+	version uint64
+}
+
+type expiryHeap []expiryItem
+
+func (h expiryHeap) Len() int           { return len(h) }
+func (h expiryHeap) Less(i, j int) bool { return h[i].at.Before(h[j].at) }
+func (h expiryHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *expiryHeap) Push(x any)        { *h = append(*h, x.(expiryItem)) }
+func (h *expiryHeap) Pop() any {
+	old := *h
+	it := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return it
+}
+
+func (q *expiryQueue) push(at time.Time, id store.BindingKey, version uint64) {
+	q.mu.Lock()
+	earliest := len(q.items) == 0 || at.Before(q.items[0].at)
+	heap.Push(&q.items, expiryItem{at, id, version})
+	q.mu.Unlock()
+	if earliest {
+		select {
+		case q.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (q *expiryQueue) popDue(now time.Time) []expiryItem {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	var due []expiryItem
+	for len(q.items) > 0 && !now.Before(q.items[0].at) {
+		due = append(due, heap.Pop(&q.items).(expiryItem))
+	}
+	return due
+}
+
+func (q *expiryQueue) next() (time.Time, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.items) == 0 {
+		return time.Time{}, false
+	}
+	return q.items[0].at, true
+}
