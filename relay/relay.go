@@ -20,6 +20,7 @@ var (
 	ErrBadRequest   = errors.New("relay: bad request")
 	ErrTagMismatch  = errors.New("relay: tag matches neither party of the session")
 	ErrServerClosed = errors.New("relay: closed")
+	ErrUnsupported  = errors.New("relay: unsupported")
 )
 
 // Config configures a Relay. The zero value is usable: a relay on 127.0.0.1

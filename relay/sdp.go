@@ -277,6 +277,13 @@ func (rw *rewrite) apply(sd *sdp.SessionDescription, media []mediaInfo) ([]byte,
 			setConn(md.ConnectionInformation, rw.addr)
 		}
 		if rw.proto != "" && mi.rtp {
+			// The relay forwards SRTP opaquely; it cannot turn it into
+			// plain RTP (or back), so only same-security changes such as
+			// RTP/AVPF -> RTP/AVP are honoured.
+			cur := strings.Join(md.MediaName.Protos, "/")
+			if strings.Contains(cur, "SAVP") != strings.Contains(rw.proto, "SAVP") {
+				return nil, fmt.Errorf("%w: transport %s -> %s needs SRTP termination", ErrUnsupported, cur, rw.proto)
+			}
 			md.MediaName.Protos = strings.Split(rw.proto, "/")
 		}
 		for j := range md.Attributes {
