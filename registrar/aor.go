@@ -33,6 +33,12 @@ func aorOf(u *sip.Uri) (string, error) {
 		return "", fmt.Errorf("%w: no host", ErrBadAOR)
 	}
 	host := strings.ToLower(u.Host)
+	if !validHost(host) {
+		return "", fmt.Errorf("%w: bad host %q", ErrBadAOR, u.Host)
+	}
+	if !validUser(u.User) {
+		return "", fmt.Errorf("%w: bad user part", ErrBadAOR)
+	}
 	if strings.Contains(host, ":") && !strings.HasPrefix(host, "[") {
 		host = "[" + host + "]"
 	}
@@ -58,4 +64,33 @@ func aorHost(aor string) string {
 		return rest[i+1:]
 	}
 	return rest
+}
+
+// validHost accepts host names, IPv4 and bracketed or bare IPv6 literals.
+func validHost(h string) bool {
+	if h == "" || len(h) > 255 {
+		return false
+	}
+	for i := 0; i < len(h); i++ {
+		c := h[i]
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '.' || c == '-' || c == '_' || c == ':' || c == '[' || c == ']') {
+			return false
+		}
+	}
+	return true
+}
+
+// validUser refuses user parts that cannot be written back into a header:
+// controls, spaces and the delimiters of name-addr.
+func validUser(u string) bool {
+	if len(u) > 256 {
+		return false
+	}
+	for i := 0; i < len(u); i++ {
+		c := u[i]
+		if c <= ' ' || c == 0x7f || c == '<' || c == '>' || c == '"' || c == '@' {
+			return false
+		}
+	}
+	return true
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"strings"
 	"sync"
@@ -40,7 +41,7 @@ func newEnv(t testing.TB, mod func(*Config), amod func(*AuthConfig)) *env {
 			t.Fatal(err)
 		}
 	}
-	acfg := AuthConfig{Realm: testRealm, Credentials: creds, Secret: []byte("test secret")}
+	acfg := AuthConfig{Realm: testRealm, Credentials: creds, Secret: []byte("test secret"), Logger: slog.New(slog.DiscardHandler)}
 	if amod != nil {
 		amod(&acfg)
 	}
@@ -48,7 +49,7 @@ func newEnv(t testing.TB, mod func(*Config), amod func(*AuthConfig)) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := Config{Auth: auth}
+	cfg := Config{Auth: auth, Logger: slog.New(slog.DiscardHandler)}
 	if mod != nil {
 		mod(&cfg)
 	}

@@ -173,6 +173,7 @@ func (r *Registrar) handle(req *sip.Request, local netip.AddrPort) *sip.Response
 		if len(ua) > 256 {
 			ua = ua[:256]
 		}
+		ua = strings.ToValidUTF8(strings.ReplaceAll(ua, "\x00", ""), "\uFFFD")
 	}
 
 	if len(contacts) == 0 {
@@ -413,6 +414,9 @@ func (r *Registrar) compute(req *sip.Request, upd *update, proto store.Binding, 
 		b.Expires = now.Add(c.expires)
 		b.Updated = now
 		b.Version = r.table.nextVersion(now)
+		if err := b.Validate(); err != nil {
+			return nil, nil, r.reply(req, sip.StatusBadRequest, "Invalid Contact")
+		}
 		if i >= 0 {
 			changes = append(changes, change{kind: Refreshed, old: next[i], b: b})
 			next[i] = b
