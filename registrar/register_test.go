@@ -464,7 +464,7 @@ func TestMalformedRequests(t *testing.T) {
 		raw    string
 		status int
 	}{
-		{base + "Contact: <sip:a@10.0.0.2>\r\nContent-Length: 0\r\n\r\n", 400},                           // no To
+		{base + "Contact: <sip:a@10.0.0.2>\r\nContent-Length: 0\r\n\r\n", 400}, // no To
 		{strings.Replace(base, "CSeq: 1 REGISTER", "CSeq: 1 INVITE", 1) + "To: <sip:alice@example.com>\r\nContent-Length: 0\r\n\r\n", 400},
 		{base + "To: <tel:+15551234>\r\nContent-Length: 0\r\n\r\n", 400},
 		{base + "To: <sip:alice@example.com>\r\nExpires: 1, 2\r\nContent-Length: 0\r\n\r\n", 400},
