@@ -134,6 +134,9 @@ func (s *Server) spawn(local *sync.WaitGroup, fn func()) bool {
 // readUDP is one reader goroutine: read, answer, repeat. With a
 // *net.UDPConn every step is allocation-free.
 func (s *Server) readUDP(ctx context.Context, us *udpSock) {
+	if haveBatch && us.fast != nil && s.readUDPBatch(ctx, us) {
+		return
+	}
 	w := newWorker()
 	failures := 0
 	for {
@@ -179,6 +182,12 @@ func (s *Server) handleDatagram(w *worker, us *udpSock, b []byte, src netip.Addr
 	if !ok {
 		return
 	}
+	s.sendVia(us, from, out, dst)
+}
+
+// sendVia sends out to dst from the socket of role from in us's quad, or
+// from us itself when it has none.
+func (s *Server) sendVia(us *udpSock, from int, out []byte, dst netip.AddrPort) {
 	via := us
 	if us.quad != nil {
 		via = us.quad.socks[from]
