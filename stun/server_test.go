@@ -38,6 +38,9 @@ func startQuad(t *testing.T, cfg stun.Config) *quadServer {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if cfg.Logger == nil {
+		cfg.Logger = quiet
+	}
 	srv, err := stun.New(cfg)
 	if err != nil {
 		t.Fatal(err)
