@@ -11,23 +11,44 @@ import (
 	"sync"
 )
 
-// ListenAndServe opens the sockets Config describes and serves them until
-// ctx ends or the server is closed: UDP and TCP on Addr; with AltAddr, the
-// three more UDP sockets of RFC 5780; with TLSConfig, TLS on TLSAddr. If
-// any socket cannot be opened it closes the others and returns the error.
-// Otherwise it returns ErrServerClosed after Close or Shutdown, or ctx's
-// error, once every goroutine has ended.
-func (s *Server) ListenAndServe(ctx context.Context) error {
-	var (
-		groups [4][]net.PacketConn
-		lns    []net.Listener
-		opened []interface{ Close() error }
-	)
-	fail := func(err error) error {
-		for _, c := range opened {
-			_ = c.Close()
+// Listeners are the sockets Config describes, opened by Listen and served
+// by ServeListeners. Opening them first lets a caller learn the bound
+// addresses (port 0) before serving.
+type Listeners struct {
+	// UDP holds the UDP sockets by RFC 5780 role: [0] the primary
+	// address; with AltAddr, [1] primary IP and alternate port, [2]
+	// alternate IP and primary port, [3] the alternate address. With
+	// ReusePort each role has several sockets on one address.
+	UDP [4][]net.PacketConn
+	// TCP is nil with DisableTCP; TLS is nil without TLSConfig.
+	TCP, TLS net.Listener
+}
+
+// Close closes every socket.
+func (l *Listeners) Close() error {
+	var errs []error
+	for _, g := range l.UDP {
+		for _, pc := range g {
+			errs = append(errs, pc.Close())
 		}
-		return fmt.Errorf("stun: listen: %w", err)
+	}
+	for _, ln := range []net.Listener{l.TCP, l.TLS} {
+		if ln != nil {
+			errs = append(errs, ln.Close())
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Listen opens the sockets Config describes: UDP and TCP on Addr; with
+// AltAddr, the three more UDP sockets of RFC 5780; with TLSConfig, TLS on
+// TLSAddr. If any cannot be opened it closes the others and returns the
+// error.
+func (s *Server) Listen(ctx context.Context) (*Listeners, error) {
+	ls := &Listeners{}
+	fail := func(err error) (*Listeners, error) {
+		_ = ls.Close()
+		return nil, fmt.Errorf("stun: listen: %w", err)
 	}
 	addrs := [4]string{s.cfg.Addr}
 	if s.alt.IsValid() {
@@ -55,23 +76,23 @@ func (s *Server) ListenAndServe(ctx context.Context) error {
 			// With port 0 the first socket picks the port and
 			// the others must join it.
 			if i > 0 {
-				addr = groups[role][0].LocalAddr().String()
+				addr = ls.UDP[role][0].LocalAddr().String()
 			}
 			pc, err := lc.ListenPacket(ctx, "udp", addr)
 			if err != nil {
 				return fail(err)
 			}
-			opened = append(opened, pc)
-			groups[role] = append(groups[role], pc)
+			ls.UDP[role] = append(ls.UDP[role], pc)
 		}
 	}
 	if !s.cfg.DisableTCP {
-		l, err := net.Listen("tcp", s.cfg.Addr)
+		// TCP shares the UDP port, also when that was port 0.
+		var lc net.ListenConfig
+		l, err := lc.Listen(ctx, "tcp", ls.UDP[0][0].LocalAddr().String())
 		if err != nil {
 			return fail(err)
 		}
-		opened = append(opened, l)
-		lns = append(lns, l)
+		ls.TCP = l
 	}
 	if s.cfg.TLSConfig != nil {
 		addr := s.cfg.TLSAddr
@@ -82,24 +103,47 @@ func (s *Server) ListenAndServe(ctx context.Context) error {
 			}
 			addr = net.JoinHostPort(host, strconv.Itoa(5349))
 		}
-		l, err := tls.Listen("tcp", addr, s.cfg.TLSConfig)
+		var lc net.ListenConfig
+		l, err := lc.Listen(ctx, "tcp", addr)
 		if err != nil {
 			return fail(err)
 		}
-		opened = append(opened, l)
-		lns = append(lns, l)
+		ls.TLS = tls.NewListener(l, s.cfg.TLSConfig)
 	}
+	return ls, nil
+}
 
-	// One failing part stops the rest: ctx is cancelled for all of them.
+// ListenAndServe is Listen followed by ServeListeners.
+func (s *Server) ListenAndServe(ctx context.Context) error {
+	ls, err := s.Listen(ctx)
+	if err != nil {
+		return err
+	}
+	return s.ServeListeners(ctx, ls)
+}
+
+// ServeListeners serves ls until ctx ends or the server is closed, then
+// closes them. It returns ErrServerClosed after Close or Shutdown, or
+// ctx's error, once every goroutine has ended; if one part fails, it stops
+// the others and returns that error.
+func (s *Server) ServeListeners(ctx context.Context, ls *Listeners) error {
 	parent := ctx
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	var lns []net.Listener
+	for _, l := range []net.Listener{ls.TCP, ls.TLS} {
+		if l != nil {
+			lns = append(lns, l)
+		}
+	}
 	errs := make([]error, 1+len(lns))
 	var wg sync.WaitGroup
-	wg.Go(func() {
-		errs[0] = s.serveUDP(ctx, groups, s.alt.IsValid())
-		cancel()
-	})
+	if len(ls.UDP[0]) > 0 {
+		wg.Go(func() {
+			errs[0] = s.serveUDP(ctx, ls.UDP, len(ls.UDP[3]) > 0)
+			cancel()
+		})
+	}
 	for i, l := range lns {
 		wg.Go(func() {
 			errs[i+1] = s.ServeStream(ctx, l)
@@ -109,6 +153,7 @@ func (s *Server) ListenAndServe(ctx context.Context) error {
 	wg.Wait()
 	for _, err := range errs {
 		if err != nil && !errors.Is(err, ErrServerClosed) && !errors.Is(err, context.Canceled) {
+			_ = ls.Close()
 			return err
 		}
 	}

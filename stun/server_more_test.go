@@ -402,3 +402,25 @@ func TestConfigErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestListenPortZero: Listen first, learn the ports, then serve.
+func TestListenPortZero(t *testing.T) {
+	srv, _ := stun.New(stun.Config{Addr: "127.0.0.1:0", Logger: quiet})
+	ls, err := srv.Listen(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	udp := ls.UDP[0][0].LocalAddr().(*net.UDPAddr).AddrPort()
+	if tcp := ls.TCP.Addr().(*net.TCPAddr).AddrPort(); tcp != udp {
+		t.Errorf("TCP on %v, UDP on %v", tcp, udp)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.ServeListeners(t.Context(), ls) }()
+	if resp, _ := exchange(t, client(t), udp, request(t).Raw, 2*time.Second); resp == nil {
+		t.Error("no answer")
+	}
+	srv.Close()
+	if err := <-done; !errors.Is(err, stun.ErrServerClosed) {
+		t.Errorf("ServeListeners: %v", err)
+	}
+}
