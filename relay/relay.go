@@ -35,8 +35,9 @@ type Config struct {
 	// MinPort and MaxPort bound the media port range (inclusive). RTP uses
 	// the even ports, RTCP the odd port above. Default 30000-40000.
 	MinPort, MaxPort uint16
-	// Listen opens media sockets. Defaults to real UDP sockets; tests pass
-	// relaytest.Network.Listen.
+	// Listen opens media sockets. Defaults to real UDP sockets (on Linux,
+	// served by one epoll loop per core instead of a goroutine per socket);
+	// tests pass relaytest.Network.Listen.
 	Listen ListenFunc
 	// SocketBuffer is the kernel receive and send buffer size requested for
 	// each media socket, so that bursts survive scheduling hiccups. Defaults
@@ -93,9 +94,6 @@ func (c *Config) setDefaults() error {
 	if c.MinPort > c.MaxPort {
 		return fmt.Errorf("%w: MinPort %d > MaxPort %d", ErrConfig, c.MinPort, c.MaxPort)
 	}
-	if c.Listen == nil {
-		c.Listen = listenUDP
-	}
 	if c.SocketBuffer == 0 {
 		c.SocketBuffer = 1 << 20
 	}
@@ -130,6 +128,7 @@ type Relay struct {
 	cfg  Config
 	log  *slog.Logger
 	pool *portPool
+	poll *poller        // nil unless the default Linux sockets are used
 	wg   sync.WaitGroup // every socket goroutine
 
 	mu       sync.Mutex
@@ -150,7 +149,13 @@ func New(cfg Config) (*Relay, error) {
 		return nil, err
 	}
 	listen := cfg.Listen
-	if cfg.SocketBuffer > 0 {
+	var poll *poller
+	if listen == nil {
+		var err error
+		if listen, poll, err = defaultListen(max(cfg.SocketBuffer, 0)); err != nil {
+			return nil, fmt.Errorf("relay: start poller: %w", err)
+		}
+	} else if cfg.SocketBuffer > 0 {
 		size := cfg.SocketBuffer
 		listen = func(a netip.AddrPort) (Conn, error) {
 			c, err := cfg.Listen(a)
@@ -166,9 +171,11 @@ func New(cfg Config) (*Relay, error) {
 	}
 	pool, err := newPortPool(cfg.Addr, cfg.MinPort, cfg.MaxPort, listen)
 	if err != nil {
+		poll.close()
 		return nil, err
 	}
 	return &Relay{
+		poll:     poll,
 		cfg:      cfg,
 		log:      cfg.Logger,
 		pool:     pool,
@@ -214,6 +221,8 @@ func (r *Relay) Close() error {
 		}
 		r.pool.close()
 		close(r.done)
+		r.wg.Wait()
+		r.poll.close()
 	})
 	r.wg.Wait()
 	return nil

@@ -201,8 +201,12 @@ func (s *stream) start() {
 	r := s.sess.r
 	for side := range 2 {
 		p := s.legs[side].pair
-		r.wg.Go(func() { s.readLoop(side, false, p.rtp) })
-		r.wg.Go(func() { s.readLoop(side, true, p.rtcp) })
+		if !r.poll.attach(p.rtp, s, side, false) {
+			r.wg.Go(func() { s.readLoop(side, false, p.rtp) })
+		}
+		if !r.poll.attach(p.rtcp, s, side, true) {
+			r.wg.Go(func() { s.readLoop(side, true, p.rtcp) })
+		}
 	}
 }
 

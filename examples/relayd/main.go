@@ -15,6 +15,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -58,7 +59,14 @@ func main() {
 	timeout := flag.Duration("timeout", 60*time.Second, "media timeout")
 	stats := flag.Duration("stats", 0, "log relay statistics at this interval (0: never)")
 	debug := flag.Bool("debug", false, "debug logging")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile to this file")
 	flag.Parse()
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err == nil && pprof.StartCPUProfile(f) == nil {
+			defer pprof.StopCPUProfile()
+		}
+	}
 
 	level := slog.LevelInfo
 	if *debug {
@@ -85,6 +93,7 @@ func main() {
 	defer stop()
 	if err := run(ctx, cfg); err != nil {
 		fmt.Fprintln(os.Stderr, "relayd:", err)
+		pprof.StopCPUProfile()
 		os.Exit(1)
 	}
 }
