@@ -116,7 +116,9 @@ func (cl *client) send() {
 
 // receive reads responses until the socket is closed; in closed loop each
 // response triggers the next request.
-func (cl *client) receive(closed bool, measuring *atomic.Bool) {
+// Only responses to requests sent while measuring count, so that answers to
+// warm-up requests do not inflate the figures.
+func (cl *client) receive(closed bool, measuring *atomic.Bool, from *atomic.Int64) {
 	buf := make([]byte, 1500)
 	for {
 		n, _, err := cl.c.ReadFromUDPAddrPort(buf)
@@ -127,9 +129,10 @@ func (cl *client) receive(closed bool, measuring *atomic.Bool) {
 			continue
 		}
 		now := time.Since(epoch)
-		if measuring.Load() {
+		sentAt := time.Duration(binary.BigEndian.Uint64(buf[8:16]))
+		if measuring.Load() && int64(sentAt) >= from.Load() {
 			cl.recv.Add(1)
-			cl.lat = append(cl.lat, now-time.Duration(binary.BigEndian.Uint64(buf[8:16])))
+			cl.lat = append(cl.lat, now-sentAt)
 		}
 		if closed {
 			cl.send()
@@ -153,10 +156,12 @@ func load(ctx context.Context, target string, rate, conns, window int, d time.Du
 		clients = append(clients, &client{c: c, dst: dst, req: m.Raw, lat: make([]time.Duration, 0, 1<<20)})
 	}
 	var measuring atomic.Bool
+	var from atomic.Int64
+	from.Store(1 << 62)
 	var wg sync.WaitGroup
 	closedLoop := rate == 0
 	for _, cl := range clients {
-		wg.Go(func() { cl.receive(closedLoop, &measuring) })
+		wg.Go(func() { cl.receive(closedLoop, &measuring, &from) })
 	}
 
 	// Warm up for a second, then measure for d.
@@ -164,6 +169,7 @@ func load(ctx context.Context, target string, rate, conns, window int, d time.Du
 	ctx, cancel := context.WithTimeout(ctx, warm+d)
 	defer cancel()
 	time.AfterFunc(warm, func() {
+		from.Store(int64(time.Since(epoch)))
 		for _, cl := range clients {
 			cl.sent.Store(0)
 		}
