@@ -95,7 +95,14 @@ func (s *Server) serveUDP(ctx context.Context, groups [4][]net.PacketConn, isQua
 			return ErrServerClosed
 		}
 		defer s.untrack(us.pc)
-		for range readers {
+		n := readers
+		if us.role != rolePrimary {
+			// The alternate sockets receive only the mapping tests
+			// of classifications; one reader (with its batch buffers)
+			// is plenty, and saves memory on many-core hosts.
+			n = 1
+		}
+		for range n {
 			if !s.spawn(&local, func() { s.readUDP(ctx, us) }) {
 				closeAll()
 				local.Wait()
