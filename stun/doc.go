@@ -20,7 +20,9 @@
 //	go srv.ListenAndServe(ctx)
 //	defer srv.Shutdown(shutdownCtx)
 //
-// To bring your own sockets, use Server.Serve (one UDP socket),
+// Server.Listen and Server.ServeListeners do the same in two steps, so that
+// the bound ports are known before serving (useful with port 0). To bring
+// your own sockets, use Server.Serve (one UDP socket),
 // Server.ServeQuad (the four sockets of RFC 5780) and Server.ServeStream
 // (a TCP or TLS listener). Server.ShareConn answers STUN on a socket that
 // a SIP server also reads (RFC 5626 keep-alives).
