@@ -84,8 +84,16 @@ func run(ctx context.Context, cfg config, ready func(listening)) error {
 		log.Info("loaded users", "file", cfg.Users, "count", n)
 	}
 
+	// Credentials are cached and preloaded, so that users can still
+	// register while the database is down.
+	creds := registrar.NewCredentialCache(st, 30*time.Second, 0)
+	if n, err := creds.Preload(ctx, st, cfg.Realm); err != nil {
+		log.Warn("cannot preload credentials", "error", err)
+	} else {
+		log.Info("preloaded credentials", "count", n)
+	}
 	auth, err := registrar.NewAuthenticator(registrar.AuthConfig{
-		Realm: cfg.Realm, Credentials: st, Algorithms: cfg.Algorithms,
+		Realm: cfg.Realm, Credentials: creds, Algorithms: cfg.Algorithms,
 		Logger: log.With("component", "registrar/auth"),
 	})
 	if err != nil {
@@ -123,13 +131,28 @@ func run(ctx context.Context, cfg config, ready func(listening)) error {
 		tx.Respond(res)
 	})
 
-	var stunSrv *stun.Server
+	var (
+		stunSrv *stun.Server
+		stunLs  *stun.Listeners
+	)
 	if cfg.STUN != "" {
 		stunSrv, err = stun.New(stun.Config{Addr: cfg.STUN, AltAddr: cfg.STUNAlt, Logger: log.With("component", "stun")})
 		if err != nil {
 			return err
 		}
+		// Bind now, so that a taken port fails the start.
+		if stunLs, err = stunSrv.Listen(ctx); err != nil {
+			return err
+		}
 	}
+	// Until they are served, a failed start must close the STUN sockets
+	// itself.
+	stunServing := false
+	defer func() {
+		if stunLs != nil && !stunServing {
+			stunLs.Close()
+		}
+	}()
 
 	var (
 		wg      sync.WaitGroup
@@ -207,8 +230,9 @@ func run(ctx context.Context, cfg config, ready func(listening)) error {
 		log.Info("WebSocket endpoint", "secure", secure, "origins", cfg.Origins)
 	}
 	if stunSrv != nil {
+		stunServing = true
 		serve("STUN", func() error {
-			err := stunSrv.ListenAndServe(ctx)
+			err := stunSrv.ServeListeners(ctx, stunLs)
 			if errors.Is(err, stun.ErrServerClosed) || errors.Is(err, context.Canceled) {
 				return nil
 			}
@@ -228,7 +252,9 @@ func run(ctx context.Context, cfg config, ready func(listening)) error {
 	log.Info("shutting down")
 	closeAll()
 	if stunSrv != nil {
-		stunSrv.Close()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		stunSrv.Shutdown(sctx)
+		cancel()
 	}
 	srv.Close()
 	wg.Wait()
