@@ -42,7 +42,7 @@ wait_ping() { # addr
 	return 1
 }
 
-echo "== talkpad relayd"
+echo "== talkpad relayd (load average: $(cut -d' ' -f1-3 /proc/loadavg))"
 "$tmp/relayd" -ng 127.0.0.1:22230 -rtp-addr 127.0.0.1 -ports 30000-40000 2>"$tmp/relayd.log" &
 ours=$!
 pids+=("$ours")
@@ -50,24 +50,30 @@ wait_ping 127.0.0.1:22230
 "$tmp/relayload" -ng 127.0.0.1:22230 -sessions "$STEPS" -duration "$DURATION" -pid "$ours" -label talkpad | tee "$tmp/ours.txt"
 kill "$ours"; wait "$ours" 2>/dev/null || true
 
-theirs_n=""
 if command -v rtpengine >/dev/null; then
-	echo "== rtpengine $(rtpengine --version 2>&1 | head -1) (userspace forwarding)"
+	echo "== rtpengine $(rtpengine --version 2>&1 | head -1) (userspace forwarding; load average: $(cut -d' ' -f1-3 /proc/loadavg))"
 	rtpengine --foreground --log-stderr --log-level=4 --interface=127.0.0.1 --listen-ng=127.0.0.1:22240 \
-		--port-min=40002 --port-max=50000 --table=-1 --pidfile="$tmp/rtpengine.pid" 2>"$tmp/rtpengine.log" &
+		--port-min=40002 --port-max=50000 --table=-1 --delete-delay=0 --pidfile="$tmp/rtpengine.pid" 2>"$tmp/rtpengine.log" &
 	theirs=$!
 	pids+=("$theirs")
 	wait_ping 127.0.0.1:22240
 	"$tmp/relayload" -ng 127.0.0.1:22240 -sessions "$STEPS" -duration "$DURATION" -pid "$theirs" -label rtpengine | tee "$tmp/theirs.txt"
 	kill "$theirs"; wait "$theirs" 2>/dev/null || true
-	theirs_n=$(sed -n 's/^RESULT rtpengine max_sessions_under_0.1pct_loss=//p' "$tmp/theirs.txt")
 else
 	echo "== rtpengine not installed (Debian package rtpengine-daemon): skipped"
 fi
 
-ours_n=$(sed -n 's/^RESULT talkpad max_sessions_under_0.1pct_loss=//p' "$tmp/ours.txt")
+summary() { # label file key
+	sed -n "s/^RESULT $1 $3=//p" "$2"
+}
 echo
-echo "largest N with < 0.1% loss: talkpad=${ours_n:-0} rtpengine=${theirs_n:-n/a}"
-if [ -n "$theirs_n" ] && [ "${theirs_n:-0}" -gt 0 ]; then
-	awk -v a="${ours_n:-0}" -v b="$theirs_n" 'BEGIN { printf "ratio talkpad/rtpengine: %.2f\n", a / b }'
-fi
+for key in max_sessions_under_0.1pct_loss max_sessions_under_0.1pct_loss_p99_under_20ms; do
+	a=$(summary talkpad "$tmp/ours.txt" "$key")
+	b=""
+	[ -f "$tmp/theirs.txt" ] && b=$(summary rtpengine "$tmp/theirs.txt" "$key")
+	line="$key: talkpad=${a:-0} rtpengine=${b:-n/a}"
+	if [ -n "$b" ] && [ "$b" -gt 0 ]; then
+		line="$line ratio=$(awk -v a="${a:-0}" -v b="$b" 'BEGIN { printf "%.2f", a / b }')"
+	fi
+	echo "$line"
+done

@@ -235,3 +235,30 @@ func TestLearnDelayedLocksAfterWindow(t *testing.T) {
 		}
 	})
 }
+
+// A second fork answers with another to-tag (183 from one branch, 200 from
+// another): the latest answerer becomes the other party.
+func TestForkedAnswer(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := newEnv(t, relay.Config{})
+		alice, bob := e.call("c1", aliceIP, bobIP, relay.Flags{})
+		carol := e.party(netip.MustParseAddrPort("198.51.100.30:7000"))
+		carol.relay = bob.relay
+		if _, err := e.r.Answer(context.Background(), relay.AnswerRequest{
+			CallID: "c1", FromTag: "a", ToTag: "c", SDP: audioSDP(carol.conn.AddrPort(), ""),
+		}); err != nil {
+			t.Fatal(err)
+		}
+		alice.send()
+		if got := len(carol.recv()); got != 1 {
+			t.Errorf("carol got %d packets, want 1", got)
+		}
+		if got := len(bob.recv()); got != 0 {
+			t.Errorf("bob (the first fork) got %d packets", got)
+		}
+		q, _ := e.r.Query(context.Background(), "c1")
+		if q.ToTag != "c" {
+			t.Errorf("to-tag = %q", q.ToTag)
+		}
+	})
+}

@@ -49,8 +49,8 @@ type Config struct {
 	// direction for this long. Defaults to 60s; negative disables.
 	Timeout time.Duration
 	// HoldTimeout replaces Timeout for sessions with a stream on hold
-	// (sendonly, recvonly, inactive or 0.0.0.0). Defaults to 1h; negative
-	// disables.
+	// (sendonly, recvonly, inactive or 0.0.0.0) and for sessions not yet
+	// answered. Defaults to 1h; negative disables.
 	HoldTimeout time.Duration
 	// MaxLifetime ends any session this long after its first offer. Defaults
 	// to 12h; negative disables.

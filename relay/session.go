@@ -324,6 +324,12 @@ func (s *Session) sideOf(offer bool, tag, peerTag string, created bool) (int, er
 		// answer) introduces itself.
 		s.tags[1] = tag
 		return 1, nil
+	case !offer && peerTag == s.tags[0]:
+		// An answer from another fork (a 183 from one branch, then the 200
+		// from another): the latest answerer becomes the other party. Its
+		// SDP differs, so its legs re-arm as for a moved endpoint.
+		s.tags[1] = tag
+		return 1, nil
 	}
 	return 0, fmt.Errorf("%w: %q in call %s", ErrTagMismatch, tag, s.callID)
 }
@@ -408,7 +414,9 @@ func (s *Session) expired(now time.Time, cfg *Config) EventType {
 		}
 		st.mu.Unlock()
 	}
-	if hold {
+	// An unanswered session (a long ringing phase without early media) is
+	// quiet by design: it gets the longer hold timeout, not the media one.
+	if hold || s.tags[1] == "" {
 		if cfg.HoldTimeout > 0 && now.Sub(last) >= cfg.HoldTimeout {
 			return EventHoldTimeout
 		}

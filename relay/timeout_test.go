@@ -138,3 +138,24 @@ func TestServeCloseFreesEverything(t *testing.T) {
 		e.r.Close() // idempotent
 	})
 }
+
+// An offer that is never answered is not ended by the media timeout (the
+// phone may ring for minutes) but by the hold timeout.
+func TestUnansweredSession(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := newEnv(t, relay.Config{Timeout: time.Minute, HoldTimeout: 5 * time.Minute})
+		if _, err := e.r.Offer(context.Background(), relay.OfferRequest{CallID: "ring", FromTag: "a", SDP: audioSDP(alice4000, "")}); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(4 * time.Minute)
+		synctest.Wait()
+		if evs := e.takeEvents(); len(evs) != 0 {
+			t.Fatalf("events while ringing: %+v", evs)
+		}
+		time.Sleep(time.Minute + time.Second)
+		synctest.Wait()
+		if _, ok := lastEvent(e, relay.EventHoldTimeout); !ok {
+			t.Fatal("unanswered session never ended")
+		}
+	})
+}

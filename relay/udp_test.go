@@ -13,13 +13,14 @@ import (
 
 // TestRealUDP runs calls over real loopback sockets (the default Listen, on
 // Linux the epoll poller) in IPv4 and IPv6, and checks that Close frees the
-// ports for reuse.
+// ports for reuse. The port ranges sit below Linux's ephemeral range so that
+// other programs' client sockets do not take them meanwhile.
 func TestRealUDP(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		ip   string
 		min  uint16
-	}{{"ipv4", "127.0.0.1", 42000}, {"ipv6", "::1", 42100}} {
+	}{{"ipv4", "127.0.0.1", 21000}, {"ipv6", "::1", 21100}} {
 		t.Run(tc.name, func(t *testing.T) {
 			lo := netip.MustParseAddr(tc.ip)
 			probe, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(lo, 0)))

@@ -92,10 +92,10 @@ func TestKamailioSippCall(t *testing.T) {
 		t.Skip("kamailio's rtpengine module not found")
 	}
 
-	r, ngAddr := startRelayd(t, 37000, 37199)
+	r, ngAddr := startRelayd(t, 23200, 23399)
 	dir := t.TempDir()
 	kamPort, uasPort, uacPort := freeUDPPort(t), freeUDPPort(t), freeUDPPort(t)
-	uasMedia, uacMedia := 38000, 38010
+	uasMedia, uacMedia := 23400, 23410
 	cfgPath := filepath.Join(dir, "kamailio.cfg")
 	if err := os.WriteFile(cfgPath, fmt.Appendf(nil, kamailioCfg, kamPort, ngAddr.String(), uasPort, modDir), 0o644); err != nil {
 		t.Fatal(err)

@@ -51,7 +51,7 @@ func startRelayd(t *testing.T, minPort, maxPort uint16) (*relay.Relay, net.Addr)
 }
 
 func TestRelaydPingAndOffer(t *testing.T) {
-	r, addr := startRelayd(t, 36000, 36099)
+	r, addr := startRelayd(t, 23000, 23099)
 	c, err := net.Dial("udp", addr.String())
 	if err != nil {
 		t.Fatal(err)
@@ -68,7 +68,7 @@ func TestRelaydPingAndOffer(t *testing.T) {
 	msg := "2 d7:call-id1:x7:command5:offer8:from-tag1:a3:sdp" + itoa(len(sdp)) + ":" + sdp + "e"
 	c.Write([]byte(msg))
 	n, err = c.Read(buf)
-	if err != nil || !strings.Contains(string(buf[:n]), "m=audio 36") {
+	if err != nil || !strings.Contains(string(buf[:n]), "m=audio 230") {
 		t.Fatalf("offer: %q %v", buf[:n], err)
 	}
 	if st := r.Stats(); st.Sessions != 1 {
