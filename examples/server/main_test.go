@@ -202,3 +202,30 @@ func tail(b []byte, n int) []byte {
 	}
 	return b
 }
+
+// TestTCPBindingDiesWithConnection registers over TCP with sipsak; when
+// sipsak exits and its connection closes, the binding is gone.
+func TestTCPBindingDiesWithConnection(t *testing.T) {
+	sipsak := needBinary(t, "sipsak", "sipsak")
+	s := startServer(t, baseConfig(t, "alice,secret"))
+	removed := make(chan registrar.Event, 4)
+	stop := s.Registrar().Watch(func(e registrar.Event) {
+		if e.Kind == registrar.Removed {
+			removed <- e
+		}
+	})
+	defer stop()
+	out, err := exec.Command(sipsak, "-U", "-s", "sip:alice@"+s.tcpAddr(), "-u", "alice", "-a", "secret", "-x", "300", "-i", "-E", "tcp").CombinedOutput()
+	if err != nil {
+		t.Fatalf("sipsak: %v\n%s", err, out)
+	}
+	select {
+	case e := <-removed:
+		if e.Reason != "connection closed" || e.Binding.Transport != "tcp" {
+			t.Fatalf("removed: %+v", e)
+		}
+	case <-time.After(10 * time.Second):
+		bs, _ := s.Registrar().Lookup(context.Background(), "sip:alice@127.0.0.1")
+		t.Fatalf("TCP binding still there 10s after its connection closed: %+v", bs)
+	}
+}
