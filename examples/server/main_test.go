@@ -229,3 +229,23 @@ func TestTCPBindingDiesWithConnection(t *testing.T) {
 		t.Fatalf("TCP binding still there 10s after its connection closed: %+v", bs)
 	}
 }
+
+// TestKeepAliveTCP: a double-CRLF ping on a SIP TCP connection gets a
+// CRLF pong (RFC 5626 §4.4.1).
+func TestKeepAliveTCP(t *testing.T) {
+	s := startServer(t, baseConfig(t))
+	c, err := net.Dial("tcp", s.tcpAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 16)
+	n, err := c.Read(buf)
+	if err != nil || string(buf[:n]) != "\r\n" {
+		t.Fatalf("pong = %q, %v; want CRLF", buf[:n], err)
+	}
+}
