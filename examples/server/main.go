@@ -57,6 +57,7 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&cfg.Node, "node", "", "this node's name in the bindings it owns (default: hostname)")
 	fs.StringVar(&cfg.STUN, "stun", "127.0.0.1:3478", "STUN server listen address (empty disables)")
 	fs.StringVar(&cfg.STUNAlt, "stun-alt", "", "alternate STUN IP:port for RFC 5780 NAT behaviour discovery (e.g. 127.0.0.2:3479)")
+	fs.StringVar(&cfg.Admin, "admin", "", "HTTP address for /metrics (Prometheus), /api/lookup?aor= and /healthz (empty disables)")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	fs.VisitAll(func(f *flag.Flag) {
 		env := "TALKPAD_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -247,5 +249,31 @@ func TestKeepAliveTCP(t *testing.T) {
 	n, err := c.Read(buf)
 	if err != nil || string(buf[:n]) != "\r\n" {
 		t.Fatalf("pong = %q, %v; want CRLF", buf[:n], err)
+	}
+}
+
+func TestAdmin(t *testing.T) {
+	sipsak := needBinary(t, "sipsak", "sipsak")
+	cfg := baseConfig(t, "alice,secret")
+	cfg.Admin = "127.0.0.1:0"
+	s := startServer(t, cfg)
+	out, err := exec.Command(sipsak, "-U", "-s", "sip:alice@"+s.udpAddr(), "-u", "alice", "-a", "secret", "-x", "300", "-i").CombinedOutput()
+	if err != nil {
+		t.Fatalf("sipsak: %v\n%s", err, out)
+	}
+	get := func(path string) string {
+		res, err := http.Get("http://" + s.up.Admin.String() + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		return string(b)
+	}
+	if m := get("/metrics"); !strings.Contains(m, "talkpad_registrar_bindings 1\n") || !strings.Contains(m, `talkpad_auth_total{outcome="ok"} 1`) {
+		t.Fatalf("metrics:\n%s", m)
+	}
+	if l := get("/api/lookup?aor=sip:alice@127.0.0.1"); !strings.Contains(l, `"Transport":"udp"`) {
+		t.Fatalf("lookup: %s", l)
 	}
 }

@@ -40,13 +40,14 @@ type config struct {
 	MaxExpires            time.Duration
 	Node                  string
 	STUN, STUNAlt         string
+	Admin                 string
 	Logger                *slog.Logger
 }
 
 // listening reports the addresses actually bound, for tests that listen on
 // port 0.
 type listening struct {
-	UDP, TCP, WS net.Addr
+	UDP, TCP, WS, Admin net.Addr
 	Registrar    *registrar.Registrar
 }
 
@@ -154,6 +155,7 @@ func run(ctx context.Context, cfg config, ready func(listening)) error {
 		}
 	}()
 
+	var guard *wsguard.Listener
 	var (
 		wg      sync.WaitGroup
 		closers []io.Closer
@@ -218,7 +220,7 @@ func run(ctx context.Context, cfg config, ready func(listening)) error {
 			l = tls.NewListener(l, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
 			secure = true
 		}
-		guard := wsguard.New(l, wsguard.Config{
+		guard = wsguard.New(l, wsguard.Config{
 			AllowedOrigins: cfg.Origins, HTTP: webHandler(cfg.WebRoot),
 			Logger: log.With("component", "wsguard"),
 		})
@@ -239,7 +241,23 @@ func run(ctx context.Context, cfg config, ready func(listening)) error {
 			return err
 		})
 	}
-	log.Info("talkpad server listening", "udp", up.UDP, "tcp", up.TCP, "ws", up.WS, "stun", cfg.STUN, "realm", cfg.Realm)
+	if cfg.Admin != "" {
+		l, err := net.Listen("tcp", cfg.Admin)
+		if err != nil {
+			closeAll()
+			return fmt.Errorf("listen admin: %w", err)
+		}
+		up.Admin = l.Addr()
+		hs := &http.Server{Handler: adminHandler(reg, creds, stunSrv, guard), ReadHeaderTimeout: 10 * time.Second}
+		closers = append(closers, hs)
+		serve("admin", func() error {
+			if err := hs.Serve(l); !errors.Is(err, http.ErrServerClosed) {
+				return err
+			}
+			return nil
+		})
+	}
+	log.Info("talkpad server listening", "udp", up.UDP, "tcp", up.TCP, "ws", up.WS, "admin", up.Admin, "stun", cfg.STUN, "realm", cfg.Realm)
 	if ready != nil {
 		ready(up)
 	}
