@@ -44,10 +44,12 @@ type AuthConfig struct {
 	// NonceLifetime is how long a nonce is accepted; after it, a correct
 	// response gets a new challenge with stale=true. Defaults to 5 minutes.
 	NonceLifetime time.Duration
-	// Algorithms are offered in this order, one challenge header each.
-	// Defaults to SHA-256 then MD5: RFC 8760 asks for the stronger first,
-	// and browser SIP stacks give up when MD5 is missing. Supported:
-	// "SHA-256", "MD5", "SHA-512-256".
+	// Algorithms are offered in this order, one challenge header each,
+	// all with one nonce. Defaults to MD5 then SHA-256: JsSIP and SIP.js
+	// read only the first challenge and give up unless it is MD5, and the
+	// browser is this SDK's main client. Put "SHA-256" first (RFC 8760's
+	// preference order) when no such client registers. Supported: "MD5",
+	// "SHA-256", "SHA-512-256".
 	Algorithms []string
 	// AllowNoQOP accepts RFC 2069 responses without qop, which carry no
 	// nonce-count and so cannot be protected against replay within the
@@ -117,7 +119,7 @@ func NewAuthenticator(cfg AuthConfig) (*Authenticator, error) {
 		cfg.NonceLifetime = 5 * time.Minute
 	}
 	if len(cfg.Algorithms) == 0 {
-		cfg.Algorithms = []string{"SHA-256", "MD5"}
+		cfg.Algorithms = []string{"MD5", "SHA-256"}
 	}
 	for i, a := range cfg.Algorithms {
 		a = strings.ToUpper(a)

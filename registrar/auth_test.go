@@ -12,7 +12,7 @@ import (
 	"github.com/talkpad/talkpad/store"
 )
 
-func TestChallengeOffersSHA256ThenMD5(t *testing.T) {
+func TestChallengeOffersMD5ThenSHA256(t *testing.T) {
 	e := newEnv(t, nil, nil)
 	u := newUA("alice")
 	res := e.reg.Handle(u.build(t, []string{"<sip:alice@10.0.0.2:5060>"}), testLocal)
@@ -22,7 +22,7 @@ func TestChallengeOffersSHA256ThenMD5(t *testing.T) {
 		t.Fatalf("got %d challenges, want 2: %q", len(hs), hs)
 	}
 	var nonces []string
-	for i, alg := range []string{"SHA-256", "MD5"} {
+	for i, alg := range []string{"MD5", "SHA-256"} {
 		c, err := digest.ParseChallenge(hs[i])
 		if err != nil {
 			t.Fatal(err)
