@@ -431,6 +431,7 @@ func TestLoadAtStart(t *testing.T) {
 	st.UpsertBindings(ctx, []store.Binding{
 		{AOR: "sip:alice@example.com", Contact: "sip:alice@10.0.0.2", Transport: "udp", Expires: now.Add(time.Hour), Q: 1000, Version: 5, Updated: now, Node: "local"},
 		{AOR: "sip:bob@example.com", Contact: "sip:bob@10.0.0.3", Transport: "udp", Expires: now.Add(-time.Second), Q: 1000, Version: 5, Updated: now},
+		{AOR: "sip:carol@example.com", Contact: "sip:c@x.invalid;transport=ws", Transport: "ws", Expires: now.Add(time.Hour), Q: 1000, Version: 5, Updated: now, Node: "local"},
 	})
 	e := newEnv(t, func(c *Config) { c.Store = st }, nil)
 	if got := contactsOf(lookup(t, e, "sip:alice@example.com")); got != "sip:alice@10.0.0.2" {
@@ -438,6 +439,12 @@ func TestLoadAtStart(t *testing.T) {
 	}
 	if len(lookup(t, e, "sip:bob@example.com")) != 0 {
 		t.Fatal("expired binding loaded")
+	}
+	if len(lookup(t, e, "sip:carol@example.com")) != 0 {
+		t.Fatal("a WebSocket binding survived the restart of the node that held its connection")
+	}
+	if bs, _ := st.ListBindings(ctx, "sip:carol@example.com", now); len(bs) != 0 {
+		t.Fatal("the dead WebSocket binding was left in the store")
 	}
 }
 

@@ -179,8 +179,13 @@ func New(ctx context.Context, cfg Config) (*Registrar, error) {
 		if err != nil {
 			return nil, fmt.Errorf("registrar: load bindings: %w", err)
 		}
-		r.table.load(bs, time.Now())
-		r.log.Info("loaded bindings", "count", len(bs))
+		dead := r.table.load(bs, time.Now())
+		if len(dead) > 0 {
+			if err := cfg.Store.DeleteBindings(ctx, dead); err != nil {
+				r.log.Warn("cannot delete bindings of connections lost at restart", "count", len(dead), "error", err)
+			}
+		}
+		r.log.Info("loaded bindings", "count", len(bs)-len(dead), "dropped_connection_bound", len(dead))
 	}
 	r.wg.Go(r.table.expiryLoop)
 	if cfg.Persistence == WriteBack {

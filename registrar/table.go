@@ -89,14 +89,16 @@ func connBound(transport string) bool {
 }
 
 // load fills the table with bindings read from the store at start.
-// Connection-bound bindings are skipped: their connections died with the
+// Connection-bound bindings this node owned are skipped, and returned so
+// they can be deleted from the store: their connections died with the
 // process that held them.
-func (t *table) load(bs []store.Binding, now time.Time) {
+func (t *table) load(bs []store.Binding, now time.Time) (dead []store.BindingKey) {
 	for _, b := range bs {
 		if !b.Live(now) {
 			continue
 		}
 		if connBound(b.Transport) && !t.r.cfg.NotConnectionBound && b.Node == t.r.cfg.Node {
+			dead = append(dead, b.ID())
 			continue
 		}
 		t.seenVersion(b.Version)
@@ -111,6 +113,7 @@ func (t *table) load(bs []store.Binding, now time.Time) {
 		sh.mu.Unlock()
 		t.exp.push(b.Expires, b.ID(), b.Version)
 	}
+	return dead
 }
 
 // lookup returns copies of aor's live bindings in store order.
