@@ -41,7 +41,9 @@ func main() {
 	pid := flag.Int("pid", 0, "relay process id, to report its CPU time per packet")
 	label := flag.String("label", "relay", "name printed with the results")
 	stopLoss := flag.Float64("stop-loss", 5, "stop rising N once loss exceeds this percentage")
+	direct := flag.Bool("direct", false, "phones send to each other without a relay: the baseline that relay latency adds to")
 	flag.Parse()
+	directMode = *direct
 
 	ns, err := parseSteps(*steps)
 	if err != nil {
@@ -59,7 +61,9 @@ func main() {
 		os.Exit(1)
 	}
 	defer ctl.close()
-	if err := ctl.ping(); err != nil {
+	if directMode {
+		// no relay to ping
+	} else if err := ctl.ping(); err != nil {
 		fmt.Fprintln(os.Stderr, "relayload: relay does not answer ping:", err)
 		os.Exit(1)
 	}
@@ -225,6 +229,9 @@ func mediaDst(sdp string) (netip.AddrPort, error) {
 	return netip.AddrPortFrom(addr, uint16(port)), nil
 }
 
+// directMode skips the relay: each phone sends straight to the other.
+var directMode bool
+
 // setup creates n calls and returns their flows (two per call).
 func setup(ctl *ngClient, ip netip.Addr, n int) ([]call, []*flow, error) {
 	run := rand.Uint32()
@@ -242,6 +249,10 @@ func setup(ctl *ngClient, ip netip.Addr, n int) ([]call, []*flow, error) {
 		}
 		c := call{id: fmt.Sprintf("load-%x-%d", run, i), a: a, b: b}
 		calls = append(calls, c)
+		if directMode {
+			flows = append(flows, &flow{conn: a, dst: b.addr, ssrc: uint32(2 * i)}, &flow{conn: b, dst: a.addr, ssrc: uint32(2*i + 1)})
+			continue
+		}
 		off, err := ctl.do(map[string]any{
 			"command": "offer", "call-id": c.id, "from-tag": "fa", "sdp": sdpFor(a),
 			"replace": []any{"origin", "session-connection"}, "received-from": []any{"IP4", ip.String()},
@@ -269,7 +280,9 @@ func setup(ctl *ngClient, ip netip.Addr, n int) ([]call, []*flow, error) {
 
 func teardown(ctl *ngClient, calls []call) {
 	for _, c := range calls {
-		ctl.do(map[string]any{"command": "delete", "call-id": c.id, "from-tag": "fa"})
+		if !directMode {
+			ctl.do(map[string]any{"command": "delete", "call-id": c.id, "from-tag": "fa"})
+		}
 		c.a.close()
 		c.b.close()
 	}

@@ -4,10 +4,31 @@
 //
 // A request is one UDP datagram: a cookie, a space, and a bencoded dictionary
 // with a "command" key; the response repeats the cookie. Supported commands
-// are ping, offer, answer, delete, query and list, with the flags those
-// modules send (see parseFlags for the mapping). Responses to retransmitted
-// requests (same cookie from the same peer) are replayed from a cache rather
-// than executed twice.
+// are ping, offer, answer, delete, query and list. Responses to
+// retransmitted requests (same cookie from the same peer) are replayed from a
+// cache rather than executed twice.
+//
+// # Options
+//
+// Offer and answer understand these keys and flags, in the dictionary form
+// the modules send ("ICE": "remove") and as "key=value" strings inside
+// "flags":
+//
+//   - received-from ["IP4", addr]: the party's SIP source, which alone (with
+//     the SDP address) may latch its media: RTP Bleed protection
+//   - trust-address: trust the SDP address instead of received-from
+//   - symmetric (default), asymmetric, strict-source, media-handover,
+//     endpoint-learning=immediate|delayed|handover|strict|off
+//   - replace ["origin", "session-connection"], replace-origin
+//   - ICE=remove (always done; force and optional are treated as remove)
+//   - transport-protocol (only between profiles of equal security: SRTP is
+//     relayed opaquely, never terminated)
+//   - codec {"transcode": ["PCMA"]}, codec-transcode-PCMA, transcode-PCMA
+//   - media address: the address written into the SDP
+//
+// Other keys (via-branch, label, direction, rtcp-mux, DTLS, SDES, record
+// call, supports) are accepted and ignored. Delete returns the session's
+// final counters, query returns them in rtpengine's "totals"/"tags" shape.
 //
 // # Usage
 //
