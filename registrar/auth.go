@@ -355,8 +355,24 @@ func (a *Authenticator) challenge(req *sip.Request, proxy, stale bool, now time.
 	res := sip.NewResponseFromRequest(req, code, reason, nil)
 	nonce := a.nonces.make(now)
 	for _, alg := range a.cfg.Algorithms {
-		ch := digest.Challenge{Realm: a.cfg.Realm, Nonce: nonce, Algorithm: alg, QOP: []string{"auth"}, Stale: stale}
-		res.AppendHeader(sip.NewHeader(hdr, ch.String()))
+		// The same text digest.Challenge.String writes, built directly:
+		// this runs for every first REGISTER. The realm was checked for
+		// quotes and line breaks in NewAuthenticator; the nonce is
+		// base64url.
+		var b strings.Builder
+		b.Grow(len(a.cfg.Realm) + len(nonce) + 80)
+		b.WriteString(`Digest realm="`)
+		b.WriteString(a.cfg.Realm)
+		b.WriteString(`", nonce="`)
+		b.WriteString(nonce)
+		b.WriteString(`"`)
+		if stale {
+			b.WriteString(", stale=true")
+		}
+		b.WriteString(", algorithm=")
+		b.WriteString(alg)
+		b.WriteString(`, qop="auth"`)
+		res.AppendHeader(sip.NewHeader(hdr, b.String()))
 	}
 	return res
 }

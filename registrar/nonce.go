@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
+	"hash"
 	"math/rand/v2"
 	"sync"
 	"time"
@@ -30,14 +31,21 @@ const (
 type nonceMaker struct {
 	secret []byte
 	realm  string
+	macs   sync.Pool // hash.Hash: HMAC-SHA256 keyed with secret
 }
 
 func (m *nonceMaker) sum(dst []byte, signed []byte) []byte {
-	h := hmac.New(sha256.New, m.secret)
+	h, _ := m.macs.Get().(hash.Hash)
+	if h == nil {
+		h = hmac.New(sha256.New, m.secret)
+	}
+	h.Reset()
 	h.Write(signed)
 	h.Write([]byte(m.realm))
 	var mac [sha256.Size]byte
-	return append(dst, h.Sum(mac[:0])[:nonceMACLen]...)
+	dst = append(dst, h.Sum(mac[:0])[:nonceMACLen]...)
+	m.macs.Put(h)
+	return dst
 }
 
 // make returns a nonce issued at now.
