@@ -17,7 +17,7 @@ func TestConformance(t *testing.T) {
 }
 
 func BenchmarkBindingsUpsert(b *testing.B) {
-	for _, size := range []int{1, 100} {
+	for _, size := range []int{1, 100, 1000} {
 		b.Run(fmt.Sprintf("batch=%d", size), func(b *testing.B) {
 			s := memory.New()
 			ctx := context.Background()

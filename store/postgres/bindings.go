@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -14,10 +15,12 @@ import (
 	"github.com/talkpad/talkpad/store"
 )
 
-// UpsertBindings implements store.Bindings. The batch runs in one
-// transaction, pipelined in one round trip. Rows are written in key order so
-// that two transactions touching the same bindings lock them in the same
-// order and cannot deadlock.
+// UpsertBindings implements store.Bindings. A small batch runs as a
+// pipeline of single-row statements in one transaction; from bulkThreshold
+// rows on, as one statement over arrays. Either way it is one round trip
+// and atomic. Rows are written in key order so that two transactions
+// touching the same bindings lock them in the same order and cannot
+// deadlock.
 func (s *Store) UpsertBindings(ctx context.Context, bs []store.Binding) error {
 	if len(bs) == 0 {
 		return ctx.Err()
@@ -26,10 +29,6 @@ func (s *Store) UpsertBindings(ctx context.Context, bs []store.Binding) error {
 		if err := b.Validate(); err != nil {
 			return fmt.Errorf("postgres: upsert bindings: %w", err)
 		}
-	}
-	type row struct {
-		id store.BindingKey
-		b  *store.Binding
 	}
 	rows := make([]row, len(bs))
 	for i := range bs {
@@ -43,6 +42,9 @@ func (s *Store) UpsertBindings(ctx context.Context, bs []store.Binding) error {
 		}
 		return strings.Compare(x.id.Key, y.id.Key)
 	})
+	if len(rows) >= bulkThreshold {
+		return s.upsertBulk(ctx, rows, len(bs))
+	}
 	batch := &pgx.Batch{}
 	for _, r := range rows {
 		b := r.b
@@ -61,6 +63,62 @@ func (s *Store) UpsertBindings(ctx context.Context, bs []store.Binding) error {
 	})
 	if err != nil {
 		return fmt.Errorf("postgres: upsert %d bindings: %w", len(bs), err)
+	}
+	return nil
+}
+
+// bulkThreshold is the batch size from which one unnest statement beats a
+// pipeline of single-row statements.
+const bulkThreshold = 16
+
+type row struct {
+	id store.BindingKey
+	b  *store.Binding
+}
+
+// upsertBulk writes rows (sorted by key) in one statement. A statement
+// cannot update one row twice, so of several writes of one key only the
+// one that would win survives: the highest version, the last of equals.
+func (s *Store) upsertBulk(ctx context.Context, rows []row, n int) error {
+	dedup := rows[:0:0]
+	for _, r := range rows {
+		if k := len(dedup) - 1; k >= 0 && dedup[k].id == r.id {
+			if r.b.Version >= dedup[k].b.Version {
+				dedup[k] = r
+			}
+			continue
+		}
+		dedup = append(dedup, r)
+	}
+	m := len(dedup)
+	var (
+		aors, keys, contacts, received, transports, locals, paths, callIDs = make([]string, m), make([]string, m), make([]string, m), make([]string, m), make([]string, m), make([]string, m), make([]string, m), make([]string, m)
+		uas, instances, natTypes, nodes, versions                          = make([]string, m), make([]string, m), make([]string, m), make([]string, m), make([]string, m)
+		cseqs, regIDs                                                      = make([]int64, m), make([]int64, m)
+		qs                                                                 = make([]int16, m)
+		expires, updated                                                   = make([]time.Time, m), make([]time.Time, m)
+	)
+	for i, r := range dedup {
+		b := r.b
+		p := b.Path
+		if p == nil {
+			p = []string{}
+		}
+		pj, err := json.Marshal(p)
+		if err != nil {
+			return fmt.Errorf("postgres: upsert %d bindings: encode path: %w", n, err)
+		}
+		aors[i], keys[i], contacts[i] = b.AOR, r.id.Key, b.Contact
+		received[i], transports[i], locals[i] = addrPortText(b.Received), b.Transport, addrPortText(b.LocalAddr)
+		paths[i], callIDs[i], cseqs[i] = string(pj), b.CallID, int64(b.CSeq)
+		expires[i], qs[i], uas[i] = store.TruncateTime(b.Expires), int16(b.Q), b.UserAgent
+		instances[i], regIDs[i], natTypes[i], nodes[i] = b.Instance, int64(b.RegID), b.NATType, b.Node
+		versions[i], updated[i] = strconv.FormatUint(b.Version, 10), store.TruncateTime(b.Updated)
+	}
+	_, err := s.pool.Exec(ctx, s.q.upsertBindingsBulk, aors, keys, contacts, received, transports, locals,
+		paths, callIDs, cseqs, expires, qs, uas, instances, regIDs, natTypes, nodes, versions, updated)
+	if err != nil {
+		return fmt.Errorf("postgres: upsert %d bindings: %w", n, err)
 	}
 	return nil
 }

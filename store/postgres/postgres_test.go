@@ -188,7 +188,7 @@ func BenchmarkBindingsUpsert(b *testing.B) {
 		{"direct", func() string { return dsn }},
 		{"pgbouncer", func() string { return pgtest.PgBouncer(b, dsn) }},
 	} {
-		for _, size := range []int{1, 100} {
+		for _, size := range []int{1, 100, 1000} {
 			b.Run(fmt.Sprintf("%s/batch=%d", mode.name, size), func(b *testing.B) {
 				s := open(b, postgres.Config{DSN: mode.dsn(), Schema: pgtest.Schema(b, dsn)})
 				benchmarkUpsert(b, s, size)

@@ -6,7 +6,7 @@ package postgres
 type queries struct {
 	createCred, getCred, getCredForUpdate, updateCred, deleteCred, listCreds, listAllCreds string
 
-	upsertBinding, deleteBindings, listBindings, listAllBindings, deleteExpired string
+	upsertBinding, upsertBindingsBulk, deleteBindings, listBindings, listAllBindings, deleteExpired string
 }
 
 const credCols = `realm, username, ha1_md5, ha1_sha256, ha1_sha512_256, disabled, account, created_at, updated_at`
@@ -34,6 +34,28 @@ func newQueries(schema string) queries {
 		upsertBinding: `INSERT INTO ` + bindings + ` AS b (aor, binding_key, contact, received, transport, local_addr,
 			path, call_id, cseq, expires, q, user_agent, instance, reg_id, nat_type, node, version, updated)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17::numeric, $18)
+			ON CONFLICT (aor, binding_key) DO UPDATE SET
+				contact = EXCLUDED.contact, received = EXCLUDED.received, transport = EXCLUDED.transport,
+				local_addr = EXCLUDED.local_addr, path = EXCLUDED.path, call_id = EXCLUDED.call_id,
+				cseq = EXCLUDED.cseq, expires = EXCLUDED.expires, q = EXCLUDED.q,
+				user_agent = EXCLUDED.user_agent, instance = EXCLUDED.instance, reg_id = EXCLUDED.reg_id,
+				nat_type = EXCLUDED.nat_type, node = EXCLUDED.node, version = EXCLUDED.version,
+				updated = EXCLUDED.updated
+			WHERE b.version <= EXCLUDED.version`,
+		// The bulk form sends one array per column and writes every row
+		// in one statement: one round trip and one plan for thousands of
+		// bindings. Path vectors travel as JSON arrays, since SQL arrays
+		// cannot be jagged.
+		upsertBindingsBulk: `INSERT INTO ` + bindings + ` AS b (aor, binding_key, contact, received, transport, local_addr,
+			path, call_id, cseq, expires, q, user_agent, instance, reg_id, nat_type, node, version, updated)
+			SELECT u.aor, u.k, u.contact, u.received, u.transport, u.local_addr,
+				ARRAY(SELECT jsonb_array_elements_text(u.path::jsonb)), u.call_id, u.cseq, u.expires, u.q,
+				u.user_agent, u.instance, u.reg_id, u.nat_type, u.node, u.version::numeric, u.updated
+			FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
+				$9::int8[], $10::timestamptz[], $11::int2[], $12::text[], $13::text[], $14::int8[], $15::text[],
+				$16::text[], $17::text[], $18::timestamptz[])
+				AS u(aor, k, contact, received, transport, local_addr, path, call_id, cseq, expires, q,
+					user_agent, instance, reg_id, nat_type, node, version, updated)
 			ON CONFLICT (aor, binding_key) DO UPDATE SET
 				contact = EXCLUDED.contact, received = EXCLUDED.received, transport = EXCLUDED.transport,
 				local_addr = EXCLUDED.local_addr, path = EXCLUDED.path, call_id = EXCLUDED.call_id,

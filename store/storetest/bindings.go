@@ -430,11 +430,28 @@ func testBindingLargeBatch(t *testing.T, s store.Bindings) {
 	for i := range 1000 {
 		bs = append(bs, binding(fmt.Sprintf("sip:user%04d@example.com", i), fmt.Sprintf("sip:user%04d@192.0.2.1:%d", i, 1024+i)))
 	}
+	// Repeated keys in one big batch: a lower version loses, a higher one
+	// wins, whatever the order.
+	var newer, stale []store.Binding
+	for i := range 10 {
+		o := bs[i]
+		o.Version, o.UserAgent = 0, "stale"
+		stale = append(stale, o)
+		n := bs[10+i]
+		n.Version, n.UserAgent = 5, "newer"
+		newer = append(newer, n)
+	}
+	bs = append(append(newer, bs...), stale...)
 	mustNil(t, s.UpsertBindings(ctx, bs))
 	all, err := s.ListAllBindings(ctx, base)
 	mustNil(t, err)
 	if len(all) != 1000 {
 		t.Fatalf("listed %d of 1000 bindings", len(all))
+	}
+	for i, b := range all[:20] {
+		if i < 10 && b.UserAgent == "stale" || i >= 10 && b.UserAgent != "newer" {
+			t.Fatalf("binding %d of a batch with repeated keys: %+v", i, b)
+		}
 	}
 	if all[0].AOR != "sip:user0000@example.com" || all[999].AOR != "sip:user0999@example.com" {
 		t.Fatalf("large batch order: first %s last %s", all[0].AOR, all[999].AOR)
