@@ -14,6 +14,17 @@ const credCols = `realm, username, ha1_md5, ha1_sha256, ha1_sha512_256, disabled
 const bindingCols = `aor, contact, received, transport, local_addr, path, call_id, cseq, expires, q,
 	user_agent, instance, reg_id, nat_type, node, version::text, updated`
 
+// upsertConflict keeps the newer of two versions of a binding.
+const upsertConflict = `
+			ON CONFLICT (aor, binding_key) DO UPDATE SET
+				contact = EXCLUDED.contact, received = EXCLUDED.received, transport = EXCLUDED.transport,
+				local_addr = EXCLUDED.local_addr, path = EXCLUDED.path, call_id = EXCLUDED.call_id,
+				cseq = EXCLUDED.cseq, expires = EXCLUDED.expires, q = EXCLUDED.q,
+				user_agent = EXCLUDED.user_agent, instance = EXCLUDED.instance, reg_id = EXCLUDED.reg_id,
+				nat_type = EXCLUDED.nat_type, node = EXCLUDED.node, version = EXCLUDED.version,
+				updated = EXCLUDED.updated
+			WHERE b.version <= EXCLUDED.version`
+
 func newQueries(schema string) queries {
 	creds := schema + `.credentials`
 	bindings := schema + `.bindings`
@@ -34,14 +45,7 @@ func newQueries(schema string) queries {
 		upsertBinding: `INSERT INTO ` + bindings + ` AS b (aor, binding_key, contact, received, transport, local_addr,
 			path, call_id, cseq, expires, q, user_agent, instance, reg_id, nat_type, node, version, updated)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17::numeric, $18)
-			ON CONFLICT (aor, binding_key) DO UPDATE SET
-				contact = EXCLUDED.contact, received = EXCLUDED.received, transport = EXCLUDED.transport,
-				local_addr = EXCLUDED.local_addr, path = EXCLUDED.path, call_id = EXCLUDED.call_id,
-				cseq = EXCLUDED.cseq, expires = EXCLUDED.expires, q = EXCLUDED.q,
-				user_agent = EXCLUDED.user_agent, instance = EXCLUDED.instance, reg_id = EXCLUDED.reg_id,
-				nat_type = EXCLUDED.nat_type, node = EXCLUDED.node, version = EXCLUDED.version,
-				updated = EXCLUDED.updated
-			WHERE b.version <= EXCLUDED.version`,
+			` + upsertConflict,
 		// The bulk form sends one array per column and writes every row
 		// in one statement: one round trip and one plan for thousands of
 		// bindings. Path vectors travel as JSON arrays, since SQL arrays
@@ -56,14 +60,7 @@ func newQueries(schema string) queries {
 				$16::text[], $17::text[], $18::timestamptz[])
 				AS u(aor, k, contact, received, transport, local_addr, path, call_id, cseq, expires, q,
 					user_agent, instance, reg_id, nat_type, node, version, updated)
-			ON CONFLICT (aor, binding_key) DO UPDATE SET
-				contact = EXCLUDED.contact, received = EXCLUDED.received, transport = EXCLUDED.transport,
-				local_addr = EXCLUDED.local_addr, path = EXCLUDED.path, call_id = EXCLUDED.call_id,
-				cseq = EXCLUDED.cseq, expires = EXCLUDED.expires, q = EXCLUDED.q,
-				user_agent = EXCLUDED.user_agent, instance = EXCLUDED.instance, reg_id = EXCLUDED.reg_id,
-				nat_type = EXCLUDED.nat_type, node = EXCLUDED.node, version = EXCLUDED.version,
-				updated = EXCLUDED.updated
-			WHERE b.version <= EXCLUDED.version`,
+			` + upsertConflict,
 		deleteBindings: `DELETE FROM ` + bindings + ` AS b USING unnest($1::text[], $2::text[]) AS d(aor, binding_key)
 			WHERE b.aor = d.aor AND b.binding_key = d.binding_key`,
 		listBindings: `SELECT ` + bindingCols + ` FROM ` + bindings + ` WHERE aor = $1 AND expires > $2
