@@ -50,13 +50,18 @@
 //
 // # Concurrency and performance
 //
-// Every socket has one goroutine that reads into its own buffer, parses the
-// RTP header in place, updates RFC 3550 loss and jitter statistics and writes
-// the packet on; the path allocates nothing. Each stream has its own lock, so
-// streams spread over all cores. Sockets get large kernel buffers
-// ([Config.SocketBuffer]). Batched reads (recvmmsg) are not used: every
-// socket carries one party's stream of 50 packets a second, so a batch would
-// almost always hold one packet.
+// On Linux the default sockets are served by one epoll loop per core
+// (GOMAXPROCS), not by a goroutine per socket: at 50 packets/s per socket a
+// goroutine would park and wake for every packet, which costs more CPU than
+// the forwarding itself. Each loop reads a ready socket with recvfrom, parses
+// the RTP header in place, applies the latching rules, updates the RFC 3550
+// loss and jitter statistics and sends the packet on with sendto; the path
+// allocates nothing. Each stream has its own lock, so streams spread over all
+// cores. Sockets get large kernel buffers ([Config.SocketBuffer]). Batched
+// reads and writes (recvmmsg/sendmmsg) are not used: they batch per socket,
+// and a socket carrying one party's 50 packets/s almost never holds more than
+// one packet. Sockets from [Config.Listen] (other systems, tests) get one
+// goroutine each instead.
 //
 // # Lifecycle
 //
