@@ -45,6 +45,9 @@ type LegStats struct {
 
 	RTPPackets, RTPBytes   uint64
 	RTCPPackets, RTCPBytes uint64
+	// OtherPackets and OtherBytes count STUN and DTLS packets, which are
+	// passed through untouched.
+	OtherPackets, OtherBytes uint64
 	// Forwarded counts packets sent on towards the other party.
 	Forwarded uint64
 	// Transcoded counts RTP packets converted between PCMU and PCMA.
@@ -92,6 +95,7 @@ type Stats struct {
 	RTPBytes        uint64
 	RTCPPackets     uint64
 	RTCPBytes       uint64
+	OtherPackets    uint64
 	Forwarded       uint64
 	Transcoded      uint64
 	Lost            uint64
@@ -106,6 +110,7 @@ type sessionTotals struct {
 	streams                                int
 	rtpPackets, rtpBytes, rtcpPackets      uint64
 	rtcpBytes, forwarded, transcoded, lost uint64
+	otherPackets                           uint64
 	drops                                  Drops
 }
 
@@ -114,6 +119,7 @@ func (t *sessionTotals) addLeg(l *leg) {
 	t.rtpBytes += l.c.rtpBytes
 	t.rtcpPackets += l.c.rtcpPackets
 	t.rtcpBytes += l.c.rtcpBytes
+	t.otherPackets += l.c.otherPackets
 	t.forwarded += l.c.forwarded
 	t.transcoded += l.c.transcoded
 	t.lost += l.recv.lost()
@@ -126,6 +132,7 @@ func (t *sessionTotals) add(o *sessionTotals) {
 	t.rtpBytes += o.rtpBytes
 	t.rtcpPackets += o.rtcpPackets
 	t.rtcpBytes += o.rtcpBytes
+	t.otherPackets += o.otherPackets
 	t.forwarded += o.forwarded
 	t.transcoded += o.transcoded
 	t.lost += o.lost
@@ -168,6 +175,7 @@ func (r *Relay) Stats() Stats {
 		RTPBytes:        t.rtpBytes,
 		RTCPPackets:     t.rtcpPackets,
 		RTCPBytes:       t.rtcpBytes,
+		OtherPackets:    t.otherPackets,
 		Forwarded:       t.forwarded,
 		Transcoded:      t.transcoded,
 		Lost:            t.lost,
@@ -212,20 +220,22 @@ func (s *Session) stats() SessionStats {
 			l := &st.legs[i]
 			x.Hold = x.Hold || l.hold
 			ls := LegStats{
-				Tag:         s.tags[i],
-				Advertised:  l.rtp.sdp,
-				RTPPackets:  l.c.rtpPackets,
-				RTPBytes:    l.c.rtpBytes,
-				RTCPPackets: l.c.rtcpPackets,
-				RTCPBytes:   l.c.rtcpBytes,
-				Forwarded:   l.c.forwarded,
-				Transcoded:  l.c.transcoded,
-				Drops:       l.c.drops,
-				SSRC:        l.recv.ssrc,
-				Expected:    l.recv.expected(),
-				Lost:        l.recv.lost(),
-				JitterUnits: l.recv.jitterUnits(),
-				Jitter:      l.recv.jitterDuration(),
+				Tag:          s.tags[i],
+				Advertised:   l.rtp.sdp,
+				RTPPackets:   l.c.rtpPackets,
+				RTPBytes:     l.c.rtpBytes,
+				RTCPPackets:  l.c.rtcpPackets,
+				RTCPBytes:    l.c.rtcpBytes,
+				OtherPackets: l.c.otherPackets,
+				OtherBytes:   l.c.otherBytes,
+				Forwarded:    l.c.forwarded,
+				Transcoded:   l.c.transcoded,
+				Drops:        l.c.drops,
+				SSRC:         l.recv.ssrc,
+				Expected:     l.recv.expected(),
+				Lost:         l.recv.lost(),
+				JitterUnits:  l.recv.jitterUnits(),
+				Jitter:       l.recv.jitterDuration(),
 			}
 			if l.pair.rtp != nil {
 				ls.Local = netip.AddrPortFrom(s.r.cfg.AdvertiseAddr, l.pair.port)

@@ -53,6 +53,8 @@ type leg struct {
 type legCounters struct {
 	rtpPackets, rtpBytes   uint64
 	rtcpPackets, rtcpBytes uint64
+	otherPackets           uint64 // STUN and DTLS
+	otherBytes             uint64
 	forwarded, transcoded  uint64
 	drops                  Drops
 }
@@ -110,7 +112,12 @@ func (s *stream) forward(side int, isRTCP bool, pkt []byte, src netip.AddrPort, 
 	}
 	rtcpPkt := isRTCP
 	var h rtpHeader
+	// STUN (first byte 0-3) and DTLS (20-63) share the media ports with RTP
+	// (RFC 7983). The relay takes no part in them, but endpoints that key
+	// SRTP with DTLS or keep ICE consent alive need them passed through.
+	opaque := len(pkt) > 0 && (pkt[0] < 4 || (pkt[0] >= 20 && pkt[0] < 64))
 	switch {
+	case opaque:
 	case isRTCP || isRTCPMux(pkt):
 		rtcpPkt = true
 		if !validRTCP(pkt) {
@@ -139,7 +146,10 @@ func (s *stream) forward(side int, isRTCP bool, pkt []byte, src netip.AddrPort, 
 		return
 	}
 	s.lastMedia = now
-	if rtcpPkt {
+	if opaque {
+		in.c.otherPackets++
+		in.c.otherBytes += uint64(len(pkt))
+	} else if rtcpPkt {
 		in.c.rtcpPackets++
 		in.c.rtcpBytes += uint64(len(pkt))
 	} else {
