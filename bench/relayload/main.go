@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command relayload is a load generator for RTP relays that speak the
 // rtpengine ng protocol (our relayd, rtpengine). For each N in -sessions it
 // sets up N calls over ng, sends 50 packets/s per direction with 160-byte
