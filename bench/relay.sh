@@ -9,7 +9,8 @@
 # For each N: N calls, 50 packets/s per direction, 160-byte payloads; prints
 # forwarded packets/s, loss, one-way latency p50/p99 through the relay and the
 # relay's CPU time per forwarded packet, then the largest N with < 0.1% loss
-# (and with p99 under 20 ms as well) for both relays and their ratio. A
+# (and with p99 under 20 ms as well; rising N up to the first step that
+# fails) for both relays and their ratio. A
 # first run without any relay gives the generator's own latency, which the
 # relays' figures include. Steps where the generator could not reach 99% of
 # its send rate are marked generator-limited and do not count. rtpengine comes from Debian's

@@ -71,6 +71,7 @@ func main() {
 	}
 	fmt.Printf("%-9s %6s %10s %10s %8s %9s %9s %9s\n", "relay", "N", "sent/s", "fwd/s", "loss%", "p50", "p99", "cpu/pkt")
 	best, bestLatency := 0, 0
+	prevBest, prevLatency := 0, 0 // the N of the previous step
 	for _, n := range ns {
 		res, err := runStep(ctl, lip, n, *duration, *pps, *payload, *pid)
 		if err != nil {
@@ -90,12 +91,16 @@ func main() {
 		}
 		fmt.Printf("%-9s %6d %10.0f %10.0f %8.3f %9s %9s %9s%s\n", *label, n, res.sentPPS, res.fwdPPS, res.lossPct,
 			res.p50.Round(time.Microsecond), res.p99.Round(time.Microsecond), cpu, note)
-		if res.lossPct < 0.1 && note == "" {
+		// Both figures count rising N until the first step that fails, so
+		// one lucky step above a failed one does not count.
+		lossOK := res.lossPct < 0.1 && note == ""
+		if lossOK && best == prevBest {
 			best = n
-			if res.p99 < 20*time.Millisecond {
-				bestLatency = n
-			}
 		}
+		if lossOK && res.p99 < 20*time.Millisecond && bestLatency == prevLatency {
+			bestLatency = n
+		}
+		prevBest, prevLatency = n, n
 		if res.lossPct > *stopLoss {
 			break
 		}
