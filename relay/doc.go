@@ -9,7 +9,7 @@
 //
 // # Sessions, legs and streams
 //
-// A [Session] is one call, keyed by its Call-ID and its parties' tags. The
+// A session is one call, keyed by its Call-ID and its parties' tags. The
 // party that makes the first offer is side 0, the other side 1. Every m= line
 // is a stream with two legs, each with its own RTP/RTCP port pair (RTP even,
 // RTCP odd) from the configured range: party i sends to and receives from

@@ -132,7 +132,7 @@ type Relay struct {
 	wg   sync.WaitGroup // every socket goroutine
 
 	mu       sync.Mutex
-	sessions map[string]*Session
+	sessions map[string]*session
 	ended    sessionTotals // counters of deleted sessions
 	closed   bool
 
@@ -179,7 +179,7 @@ func New(cfg Config) (*Relay, error) {
 		cfg:      cfg,
 		log:      cfg.Logger,
 		pool:     pool,
-		sessions: make(map[string]*Session),
+		sessions: make(map[string]*session),
 		done:     make(chan struct{}),
 	}, nil
 }
@@ -211,7 +211,7 @@ func (r *Relay) Close() error {
 	r.closeOnce.Do(func() {
 		r.mu.Lock()
 		r.closed = true
-		sessions := make([]*Session, 0, len(r.sessions))
+		sessions := make([]*session, 0, len(r.sessions))
 		for _, s := range r.sessions {
 			sessions = append(sessions, s)
 		}
@@ -244,7 +244,7 @@ func (r *Relay) Shutdown(ctx context.Context) error {
 // checkTimeouts ends sessions that were silent or alive too long.
 func (r *Relay) checkTimeouts(now time.Time) {
 	r.mu.Lock()
-	sessions := make([]*Session, 0, len(r.sessions))
+	sessions := make([]*session, 0, len(r.sessions))
 	for _, s := range r.sessions {
 		sessions = append(sessions, s)
 	}
@@ -267,7 +267,7 @@ func (r *Relay) checkTimeouts(now time.Time) {
 
 // remove unlinks s and frees its ports. It reports false if s was already
 // gone.
-func (r *Relay) remove(s *Session) bool {
+func (r *Relay) remove(s *session) bool {
 	r.mu.Lock()
 	if r.sessions[s.callID] != s {
 		r.mu.Unlock()

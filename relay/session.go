@@ -70,8 +70,8 @@ type DeleteRequest struct {
 	ToTag   string
 }
 
-// Session is the relay state of one call: its parties' tags and streams.
-type Session struct {
+// session is the relay state of one call: its parties' tags and streams.
+type session struct {
 	r       *Relay
 	callID  string
 	created time.Time
@@ -84,7 +84,7 @@ type Session struct {
 }
 
 // fill sets the session fields of ev; side names the party of a latch event.
-func (s *Session) fill(ev *Event, side int) {
+func (s *session) fill(ev *Event, side int) {
 	ev.CallID = s.callID
 	// tags are written only under s.mu by signalling, but a string header
 	// read racing a write would be a data race: copy under the lock. Latch
@@ -172,7 +172,7 @@ func (r *Relay) Delete(ctx context.Context, req DeleteRequest) error {
 var errRetry = fmt.Errorf("relay: retry")
 
 // session finds (or, with create, creates) the session of callID.
-func (r *Relay) session(callID string, create bool) (*Session, bool, error) {
+func (r *Relay) session(callID string, create bool) (*session, bool, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.closed {
@@ -185,14 +185,14 @@ func (r *Relay) session(callID string, create bool) (*Session, bool, error) {
 		return nil, false, fmt.Errorf("%w: %s", ErrNotFound, callID)
 	}
 	now := time.Now()
-	s := &Session{r: r, callID: callID, created: now, lastSignal: now}
+	s := &session{r: r, callID: callID, created: now, lastSignal: now}
 	r.sessions[callID] = s
 	return s, true, nil
 }
 
 // signal applies an offer (from party tag, to party peerTag) or an answer
 // (from party tag, answering peerTag's offer) to the session.
-func (s *Session) signal(offer bool, tag, peerTag string, sd sdpDesc, media []mediaInfo, src netip.Addr, fl Flags, created bool) ([]byte, error) {
+func (s *session) signal(offer bool, tag, peerTag string, sd sdpDesc, media []mediaInfo, src netip.Addr, fl Flags, created bool) ([]byte, error) {
 	r := s.r
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -310,7 +310,7 @@ func (s *Session) signal(offer bool, tag, peerTag string, sd sdpDesc, media []me
 }
 
 // sideOf decides which party (0: first offerer, 1: the other) tag is.
-func (s *Session) sideOf(offer bool, tag, peerTag string, created bool) (int, error) {
+func (s *session) sideOf(offer bool, tag, peerTag string, created bool) (int, error) {
 	switch {
 	case created:
 		s.tags[0] = tag
@@ -396,7 +396,7 @@ func answerPT(mi *mediaInfo, offerer *leg) [2]uint8 {
 }
 
 // expired tells whether the session should end now, and why.
-func (s *Session) expired(now time.Time, cfg *Config) EventType {
+func (s *session) expired(now time.Time, cfg *Config) EventType {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if cfg.MaxLifetime > 0 && now.Sub(s.created) >= cfg.MaxLifetime {
@@ -429,7 +429,7 @@ func (s *Session) expired(now time.Time, cfg *Config) EventType {
 }
 
 // close frees every stream and returns the session's final counters.
-func (s *Session) close(pool *portPool) sessionTotals {
+func (s *session) close(pool *portPool) sessionTotals {
 	s.mu.Lock()
 	s.deleted = true
 	streams := slices.Clone(s.streams)

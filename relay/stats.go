@@ -145,7 +145,7 @@ func (r *Relay) Stats() Stats {
 	r.mu.Lock()
 	t := r.ended
 	t.streams = 0
-	sessions := make([]*Session, 0, len(r.sessions))
+	sessions := make([]*session, 0, len(r.sessions))
 	for _, s := range r.sessions {
 		sessions = append(sessions, s)
 	}
@@ -206,7 +206,7 @@ func (r *Relay) Sessions() []string {
 	return ids
 }
 
-func (s *Session) stats() SessionStats {
+func (s *session) stats() SessionStats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	ss := SessionStats{

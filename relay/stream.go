@@ -23,7 +23,7 @@ const maxPacket = 2048
 // update a leg. Streams never share locks with each other, which is what lets
 // the relay scale across cores: there is no global state on the packet path.
 type stream struct {
-	sess  *Session
+	sess  *session
 	index int
 
 	mu        sync.Mutex
