@@ -43,7 +43,7 @@ func benchStream(b *testing.B, transcode bool) (*stream, netip.AddrPort) {
 	if _, err := r.Answer(ctx, AnswerRequest{CallID: "bench", FromTag: "a", ToTag: "b", SDP: []byte(bsdp)}); err != nil {
 		b.Fatal(err)
 	}
-	s := r.sessions["bench"].streams[0]
+	s := r.sessions["bench"][0].streams[0]
 	src := netip.MustParseAddrPort("192.0.2.1:4000")
 	return s, src
 }

@@ -112,3 +112,39 @@ func TestBadRequests(t *testing.T) {
 		}
 	})
 }
+
+// Sessions are keyed by call-id and tags: an offer from a tag no session of
+// the call knows starts a second session under the same call-id; deleting by
+// tag ends only that one, deleting by call-id ends all.
+func TestSessionsKeyedByCallIDAndTag(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := newEnv(t, relay.Config{})
+		ctx := context.Background()
+		for _, tag := range []string{"a", "x"} {
+			if _, err := e.r.Offer(ctx, relay.OfferRequest{CallID: "same", FromTag: tag, SDP: audioSDP(alice4000, "")}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if st := e.r.Stats(); st.Sessions != 2 {
+			t.Fatalf("sessions = %d, want 2", st.Sessions)
+		}
+		if _, err := e.r.Answer(ctx, relay.AnswerRequest{CallID: "same", FromTag: "x", ToTag: "y", SDP: audioSDP(netip.AddrPortFrom(bobIP, 5000), "")}); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.r.Delete(ctx, relay.DeleteRequest{CallID: "same", FromTag: "y"}); err != nil {
+			t.Fatal(err)
+		}
+		if st := e.r.Stats(); st.Sessions != 1 {
+			t.Errorf("after deleting by to-tag: %d sessions", st.Sessions)
+		}
+		if err := e.r.Delete(ctx, relay.DeleteRequest{CallID: "same", FromTag: "nobody"}); !errors.Is(err, relay.ErrNotFound) {
+			t.Errorf("delete by unknown tag: %v", err)
+		}
+		if err := e.r.Delete(ctx, relay.DeleteRequest{CallID: "same"}); err != nil {
+			t.Fatal(err)
+		}
+		if st := e.r.Stats(); st.Sessions != 0 || st.PortPairsInUse != 0 {
+			t.Errorf("after delete: %+v", st)
+		}
+	})
+}

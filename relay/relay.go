@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -131,8 +132,11 @@ type Relay struct {
 	poll *poller        // nil unless the default Linux sockets are used
 	wg   sync.WaitGroup // every socket goroutine
 
-	mu       sync.Mutex
-	sessions map[string]*session
+	mu sync.Mutex
+	// sessions holds the sessions of each Call-ID: usually one, but an
+	// offer from a tag that no session of the call knows starts another,
+	// as rtpengine keys by call-id and tags.
+	sessions map[string][]*session
 	ended    sessionTotals // counters of deleted sessions
 	closed   bool
 
@@ -179,7 +183,7 @@ func New(cfg Config) (*Relay, error) {
 		cfg:      cfg,
 		log:      cfg.Logger,
 		pool:     pool,
-		sessions: make(map[string]*session),
+		sessions: make(map[string][]*session),
 		done:     make(chan struct{}),
 	}, nil
 }
@@ -211,10 +215,7 @@ func (r *Relay) Close() error {
 	r.closeOnce.Do(func() {
 		r.mu.Lock()
 		r.closed = true
-		sessions := make([]*session, 0, len(r.sessions))
-		for _, s := range r.sessions {
-			sessions = append(sessions, s)
-		}
+		sessions := r.allLocked()
 		r.mu.Unlock()
 		for _, s := range sessions {
 			r.remove(s)
@@ -244,10 +245,7 @@ func (r *Relay) Shutdown(ctx context.Context) error {
 // checkTimeouts ends sessions that were silent or alive too long.
 func (r *Relay) checkTimeouts(now time.Time) {
 	r.mu.Lock()
-	sessions := make([]*session, 0, len(r.sessions))
-	for _, s := range r.sessions {
-		sessions = append(sessions, s)
-	}
+	sessions := r.allLocked()
 	r.mu.Unlock()
 	for _, s := range sessions {
 		typ := s.expired(now, &r.cfg)
@@ -265,15 +263,30 @@ func (r *Relay) checkTimeouts(now time.Time) {
 	}
 }
 
+// allLocked lists every session; r.mu must be held.
+func (r *Relay) allLocked() []*session {
+	var out []*session
+	for _, b := range r.sessions {
+		out = append(out, b...)
+	}
+	return out
+}
+
 // remove unlinks s and frees its ports. It reports false if s was already
 // gone.
 func (r *Relay) remove(s *session) bool {
 	r.mu.Lock()
-	if r.sessions[s.callID] != s {
+	bucket := r.sessions[s.callID]
+	i := slices.Index(bucket, s)
+	if i < 0 {
 		r.mu.Unlock()
 		return false
 	}
-	delete(r.sessions, s.callID)
+	if bucket = slices.Delete(bucket, i, i+1); len(bucket) == 0 {
+		delete(r.sessions, s.callID)
+	} else {
+		r.sessions[s.callID] = bucket
+	}
 	r.mu.Unlock()
 	t := s.close(r.pool)
 	r.mu.Lock()

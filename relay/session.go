@@ -110,7 +110,7 @@ func (r *Relay) Offer(ctx context.Context, req OfferRequest) ([]byte, error) {
 		return nil, err
 	}
 	for {
-		s, created, err := r.session(req.CallID, true)
+		s, created, err := r.session(req.CallID, req.FromTag, req.ToTag, true)
 		if err != nil {
 			return nil, err
 		}
@@ -136,7 +136,7 @@ func (r *Relay) Answer(ctx context.Context, req AnswerRequest) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	s, _, err := r.session(req.CallID, false)
+	s, _, err := r.session(req.CallID, req.FromTag, req.ToTag, false)
 	if err != nil {
 		return nil, err
 	}
@@ -147,46 +147,68 @@ func (r *Relay) Answer(ctx context.Context, req AnswerRequest) ([]byte, error) {
 	return out, err
 }
 
-// Delete ends a session and frees its ports.
+// Delete ends the sessions of req.CallID that know req.FromTag or
+// req.ToTag (every session of the call when both are empty) and frees their
+// ports.
 func (r *Relay) Delete(ctx context.Context, req DeleteRequest) error {
-	s, _, err := r.session(req.CallID, false)
-	if err != nil {
-		return err
-	}
-	s.mu.Lock()
-	for _, t := range []string{req.FromTag, req.ToTag} {
-		if t != "" && t != s.tags[0] && t != s.tags[1] {
-			s.mu.Unlock()
-			return fmt.Errorf("%w: %s", ErrNotFound, req.CallID)
+	r.mu.Lock()
+	var victims []*session
+	for _, s := range r.sessions[req.CallID] {
+		if (req.FromTag == "" && req.ToTag == "") || s.knows(req.FromTag, req.ToTag) {
+			victims = append(victims, s)
 		}
 	}
-	s.mu.Unlock()
-	if !r.remove(s) {
+	r.mu.Unlock()
+	n := 0
+	for _, s := range victims {
+		if r.remove(s) {
+			n++
+		}
+	}
+	if n == 0 {
 		return fmt.Errorf("%w: %s", ErrNotFound, req.CallID)
 	}
 	return nil
+}
+
+// knows reports whether one of the non-empty tags names a party of s.
+func (s *session) knows(tags ...string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, t := range tags {
+		if t != "" && (t == s.tags[0] || t == s.tags[1]) {
+			return true
+		}
+	}
+	return false
 }
 
 // errRetry tells Offer that the session it found was deleted before it could
 // lock it.
 var errRetry = fmt.Errorf("relay: retry")
 
-// session finds (or, with create, creates) the session of callID.
-func (r *Relay) session(callID string, create bool) (*session, bool, error) {
+// session finds the session of callID that knows tag or peerTag or, with
+// create, starts a new one. Lock order: r.mu before s.mu.
+func (r *Relay) session(callID, tag, peerTag string, create bool) (*session, bool, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.closed {
 		return nil, false, ErrServerClosed
 	}
-	if s, ok := r.sessions[callID]; ok {
-		return s, false, nil
+	for _, s := range r.sessions[callID] {
+		if s.knows(tag, peerTag) {
+			return s, false, nil
+		}
 	}
 	if !create {
 		return nil, false, fmt.Errorf("%w: %s", ErrNotFound, callID)
 	}
 	now := time.Now()
 	s := &session{r: r, callID: callID, created: now, lastSignal: now}
-	r.sessions[callID] = s
+	// Known by its tag from the start, so that a concurrent offer with the
+	// same tag finds it instead of starting another.
+	s.tags[0] = tag
+	r.sessions[callID] = append(r.sessions[callID], s)
 	return s, true, nil
 }
 

@@ -145,10 +145,7 @@ func (r *Relay) Stats() Stats {
 	r.mu.Lock()
 	t := r.ended
 	t.streams = 0
-	sessions := make([]*session, 0, len(r.sessions))
-	for _, s := range r.sessions {
-		sessions = append(sessions, s)
-	}
+	sessions := r.allLocked()
 	r.mu.Unlock()
 	for _, s := range sessions {
 		s.mu.Lock()
@@ -186,13 +183,16 @@ func (r *Relay) Stats() Stats {
 	}
 }
 
-// Query returns the state and counters of one session.
+// Query returns the state and counters of the session of callID (the first
+// one, should the call have several).
 func (r *Relay) Query(ctx context.Context, callID string) (SessionStats, error) {
-	s, _, err := r.session(callID, false)
-	if err != nil {
-		return SessionStats{}, err
+	r.mu.Lock()
+	b := r.sessions[callID]
+	r.mu.Unlock()
+	if len(b) == 0 {
+		return SessionStats{}, fmt.Errorf("%w: %s", ErrNotFound, callID)
 	}
-	return s.stats(), nil
+	return b[0].stats(), nil
 }
 
 // Sessions lists the call-ids of the live sessions.
