@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -33,9 +34,8 @@ func (l *lockedBuffer) String() string {
 }
 
 // baresipConfig writes a baresip configuration directory for one account
-// registering over UDP to server every regint seconds. baresip listens on
-// 127.0.0.1 only: sip_listen pins the SIP socket, net_interface lo keeps it
-// from picking the machine's other addresses for its Contact.
+// registering over UDP to server every regint seconds, with the SIP socket
+// on a free 127.0.0.1 port.
 func baresipConfig(t *testing.T, server, user, pass string, regint int) string {
 	t.Helper()
 	dir := t.TempDir()
@@ -53,14 +53,15 @@ sip_listen 127.0.0.1:%d
 }
 
 // TestBaresipRegistersAndRefreshes runs baresip, a real SIP user agent,
-// against the server: it registers with digest authentication, then
-// refreshes its registration before it expires.
+// against the server: it registers with digest authentication, refreshes
+// its registration before it expires, and unregisters when it quits.
 //
 // The server offers only MD5 here. baresip 1.0 (Debian 12) uses libre 1.1,
 // whose client digest knows only MD5 and fails the whole authentication
 // with ENOSYS ("reg: ...: Register: Function not implemented") as soon as
 // any WWW-Authenticate header names another algorithm, even when an MD5
-// challenge is offered next to it. libre 2.x also answers SHA-256.
+// challenge is offered next to it. Later libre releases also answer
+// SHA-256.
 func TestBaresipRegistersAndRefreshes(t *testing.T) {
 	baresip := needBinary(t, "baresip", "baresip")
 	if _, err := os.Stat("/usr/lib/baresip/modules/account.so"); err != nil {
@@ -86,10 +87,14 @@ func TestBaresipRegistersAndRefreshes(t *testing.T) {
 	dir := baresipConfig(t, s.udpAddr(), "alice", "secret", regint)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	// -4: IPv4 only; -n 127.0.0.1: loopback only; -s: SIP trace, shown on failure;
-	// -t: quit by itself even if the test is killed.
+	// -4: IPv4 only. -n 127.0.0.1: loopback only; without it baresip takes
+	// the machine's first non-loopback address as its own ("-n lo" fails
+	// with "lo: could not get IPv4 address (No such device)").
+	// -s: SIP trace, shown on failure. -t: quit by itself even if the test
+	// is killed.
 	cmd := exec.CommandContext(ctx, baresip, "-4", "-n", "127.0.0.1", "-s", "-t", "30", "-f", dir)
 	cmd.Dir = dir
+	cmd.WaitDelay = 5 * time.Second
 	var out lockedBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
@@ -125,25 +130,44 @@ func TestBaresipRegistersAndRefreshes(t *testing.T) {
 
 	// The refresh keeps the Call-ID, raises the CSeq and pushes the expiry
 	// out (RFC 3261 §10.2.4).
-	deadline = time.After(3 * regint * time.Second)
+	select {
+	case e := <-events:
+		if e.Kind != registrar.Refreshed {
+			t.Fatalf("unexpected %s event: %+v", e.Kind, e.Binding)
+		}
+		r := e.Binding
+		if r.CallID != b.CallID || r.CSeq <= b.CSeq || !r.Expires.After(b.Expires) {
+			t.Fatalf("refresh = Call-ID %q CSeq %d expires %v; first = Call-ID %q CSeq %d expires %v",
+				r.CallID, r.CSeq, r.Expires, b.CallID, b.CSeq, b.Expires)
+		}
+		bs, err := s.Registrar().Lookup(context.Background(), "sip:alice@127.0.0.1")
+		if err != nil || len(bs) != 1 || bs[0].CSeq < r.CSeq {
+			t.Fatalf("lookup after refresh = %+v, %v", bs, err)
+		}
+	case <-time.After(3 * regint * time.Second):
+		t.Fatalf("baresip did not refresh within %ds of registering", 3*regint)
+	}
+
+	// On SIGTERM baresip unregisters (Expires: 0) before it exits.
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	deadline = time.After(10 * time.Second)
 	for {
 		select {
 		case e := <-events:
-			if e.Kind != registrar.Refreshed {
-				t.Fatalf("unexpected %s event: %+v", e.Kind, e.Binding)
+			if e.Kind == registrar.Refreshed {
+				continue // a refresh that crossed the signal
 			}
-			r := e.Binding
-			if r.CallID != b.CallID || r.CSeq <= b.CSeq || !r.Expires.After(b.Expires) {
-				t.Fatalf("refresh = Call-ID %q CSeq %d expires %v; first = Call-ID %q CSeq %d expires %v",
-					r.CallID, r.CSeq, r.Expires, b.CallID, b.CSeq, b.Expires)
+			if e.Kind != registrar.Removed || e.Reason != "unregistered" {
+				t.Fatalf("after SIGTERM: %s event (%s): %+v", e.Kind, e.Reason, e.Binding)
 			}
-			bs, err := s.Registrar().Lookup(context.Background(), "sip:alice@127.0.0.1")
-			if err != nil || len(bs) != 1 || bs[0].CSeq < r.CSeq {
-				t.Fatalf("lookup after refresh = %+v, %v", bs, err)
+			if bs, err := s.Registrar().Lookup(context.Background(), "sip:alice@127.0.0.1"); err != nil || len(bs) != 0 {
+				t.Fatalf("lookup after baresip unregistered = %+v, %v", bs, err)
 			}
 			return
 		case <-deadline:
-			t.Fatalf("baresip did not refresh within %ds of registering", 3*regint)
+			t.Fatal("baresip did not unregister within 10s of SIGTERM")
 		}
 	}
 }
