@@ -27,7 +27,7 @@ const browserDir = "testdata/browser"
 // npmCI installs testdata/browser's pinned dependencies from its
 // package-lock.json when node_modules is missing or older than the lock
 // file (.ci/run installs them up front; this covers a fresh checkout).
-func npmCI(t *testing.T, npm string) {
+func npmCI(t *testing.T) {
 	t.Helper()
 	lock, err := os.Stat(filepath.Join(browserDir, "package-lock.json"))
 	if err != nil {
@@ -37,6 +37,7 @@ func npmCI(t *testing.T, npm string) {
 	if err == nil && !installed.ModTime().Before(lock.ModTime()) {
 		return
 	}
+	npm := needBinary(t, "npm", "npm")
 	cmd := exec.Command(npm, "ci", "--prefer-offline", "--no-audit", "--no-fund")
 	cmd.Dir = browserDir
 	if out, err := cmd.CombinedOutput(); err != nil {
@@ -64,11 +65,10 @@ func freeTCPPort(t testing.TB) string {
 // connection. A page from another origin is refused at the upgrade.
 func TestBrowserJsSIP(t *testing.T) {
 	node := needBinary(t, "node", "nodejs")
-	npm := needBinary(t, "npm", "npm (or nodejs from NodeSource)")
 	if _, err := os.Stat(chromiumPath); err != nil {
 		t.Skipf("%s is not installed (Debian package chromium); skipping", chromiumPath)
 	}
-	npmCI(t, npm)
+	npmCI(t)
 
 	ws := freeTCPPort(t)
 	origin := "http://" + ws
