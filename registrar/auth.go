@@ -13,6 +13,7 @@ import (
 	"hash"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -45,12 +46,20 @@ type AuthConfig struct {
 	// response gets a new challenge with stale=true. Defaults to 5 minutes.
 	NonceLifetime time.Duration
 	// Algorithms are offered in this order, one challenge header each,
-	// all with one nonce. Defaults to MD5 then SHA-256: JsSIP and SIP.js
-	// read only the first challenge and give up unless it is MD5, and the
-	// browser is this SDK's main client. Put "SHA-256" first (RFC 8760's
-	// preference order) when no such client registers. Supported: "MD5",
-	// "SHA-256", "SHA-512-256".
+	// all with one nonce, subject to ChallengeAlgorithms. Defaults to MD5
+	// then SHA-256. Supported: "MD5", "SHA-256", "SHA-512-256".
+	//
+	// The order matters because clients read the headers differently:
+	// RFC 8760 clients pick the strongest they support; sipp, sipsak and
+	// many phones take the first one and fail unless it is MD5; JsSIP and
+	// SIP.js keep only the last one and fail unless it is MD5; baresip 1.x
+	// (libre 1.x) gives up if any of them is not MD5.
 	Algorithms []string
+	// ChallengeAlgorithms picks the algorithms to offer the sender of req,
+	// in header order, from the configured ones. Nil means
+	// DefaultChallengeAlgorithms, which adapts the order to the client
+	// kinds above.
+	ChallengeAlgorithms func(req *sip.Request, configured []string) []string
 	// AllowNoQOP accepts RFC 2069 responses without qop, which carry no
 	// nonce-count and so cannot be protected against replay within the
 	// nonce lifetime. Defaults to false.
@@ -133,6 +142,9 @@ func NewAuthenticator(cfg AuthConfig) (*Authenticator, error) {
 	}
 	if cfg.FailureWindow <= 0 {
 		cfg.FailureWindow = time.Minute
+	}
+	if cfg.ChallengeAlgorithms == nil {
+		cfg.ChallengeAlgorithms = DefaultChallengeAlgorithms
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default().With("component", "registrar/auth")
@@ -354,7 +366,7 @@ func (a *Authenticator) challenge(req *sip.Request, proxy, stale bool, now time.
 	}
 	res := sip.NewResponseFromRequest(req, code, reason, nil)
 	nonce := a.nonces.make(now)
-	for _, alg := range a.cfg.Algorithms {
+	for _, alg := range a.cfg.ChallengeAlgorithms(req, a.cfg.Algorithms) {
 		// The same text digest.Challenge.String writes, built directly:
 		// this runs for every first REGISTER. The realm was checked for
 		// quotes and line breaks in NewAuthenticator; the nonce is
@@ -375,6 +387,50 @@ func (a *Authenticator) challenge(req *sip.Request, proxy, stale bool, now time.
 		res.AppendHeader(sip.NewHeader(hdr, b.String()))
 	}
 	return res
+}
+
+// md5OnlyAgents are User-Agent prefixes of clients that abandon
+// authentication when any challenge names an algorithm other than MD5.
+var md5OnlyAgents = []string{
+	"baresip v0.", "baresip v1.", // libre before 2.x: ENOSYS on SHA-256
+}
+
+// DefaultChallengeAlgorithms is the default AuthConfig.ChallengeAlgorithms.
+// It offers the configured algorithms in their order, except:
+//
+//   - to clients known to give up on any non-MD5 challenge (baresip 1.x,
+//     by User-Agent), MD5 alone;
+//   - over WebSocket, whose clients are browser stacks (JsSIP, SIP.js)
+//     that keep only the last challenge header, with MD5 moved last.
+//
+// Clients that choose among challenges as RFC 8760 asks are unaffected.
+func DefaultChallengeAlgorithms(req *sip.Request, configured []string) []string {
+	hasMD5 := slices.Contains(configured, "MD5")
+	if !hasMD5 || len(configured) == 1 {
+		return configured
+	}
+	if h := req.GetHeader("User-Agent"); h != nil {
+		ua := h.Value()
+		for _, p := range md5OnlyAgents {
+			if strings.HasPrefix(ua, p) {
+				return []string{"MD5"}
+			}
+		}
+	}
+	switch strings.ToUpper(req.Transport()) {
+	case "WS", "WSS":
+		if configured[len(configured)-1] == "MD5" {
+			return configured
+		}
+		out := make([]string, 0, len(configured))
+		for _, a := range configured {
+			if a != "MD5" {
+				out = append(out, a)
+			}
+		}
+		return append(out, "MD5")
+	}
+	return configured
 }
 
 // sourceAddr is where req came from: the packet source or connection peer

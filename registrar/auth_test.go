@@ -7,6 +7,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/emiago/sipgo/sip"
 	"github.com/icholy/digest"
 
 	"github.com/talkpad/talkpad/store"
@@ -261,6 +262,36 @@ func TestNonceForgery(t *testing.T) {
 	for _, bad := range []string{"", "short", strings.Repeat("A", nonceLen), n + "A"} {
 		if _, ok := m.check(bad); ok {
 			t.Fatalf("nonce %q accepted", bad)
+		}
+	}
+}
+
+func TestChallengeAlgorithmsPerClient(t *testing.T) {
+	mk := func(transport, ua string) *sip.Request {
+		raw := "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/" + transport + " 10.0.0.2;branch=z9hG4bK1\r\nFrom: <sip:a@example.com>;tag=1\r\nTo: <sip:a@example.com>\r\nCall-ID: c\r\nCSeq: 1 REGISTER\r\n"
+		if ua != "" {
+			raw += "User-Agent: " + ua + "\r\n"
+		}
+		return parse(t, raw+"Content-Length: 0\r\n\r\n", "10.0.0.2:5060", transport)
+	}
+	both := []string{"MD5", "SHA-256"}
+	for _, tc := range []struct {
+		transport, ua string
+		configured    []string
+		want          string
+	}{
+		{"UDP", "sipsak 0.9.8.1", both, "MD5,SHA-256"},        // takes the first
+		{"UDP", "", both, "MD5,SHA-256"},                      // sipp sends no User-Agent
+		{"WS", "JsSIP 3.13.8", both, "SHA-256,MD5"},           // keeps the last
+		{"WSS", "SIP.js/0.21.2", both, "SHA-256,MD5"},         // keeps the last
+		{"UDP", "baresip v1.0.0 (x86_64/linux)", both, "MD5"}, // gives up on SHA-256
+		{"UDP", "baresip v3.10.1 (x86_64/linux)", both, "MD5,SHA-256"},
+		{"UDP", "baresip v1.0.0", []string{"SHA-256"}, "SHA-256"}, // MD5 not configured: as configured
+		{"WS", "JsSIP", []string{"SHA-256", "MD5"}, "SHA-256,MD5"},
+	} {
+		got := strings.Join(DefaultChallengeAlgorithms(mk(tc.transport, tc.ua), tc.configured), ",")
+		if got != tc.want {
+			t.Errorf("%s %q %v: %s, want %s", tc.transport, tc.ua, tc.configured, got, tc.want)
 		}
 	}
 }

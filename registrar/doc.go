@@ -21,8 +21,9 @@
 //
 // [Authenticator] verifies digest responses (RFC 7616, RFC 8760) against the
 // HA1 values of a store.Credentials; the plain password is never needed.
-// Challenges offer MD5 and SHA-256 with qop=auth (MD5 first by default,
-// because browser SIP stacks read only the first challenge). Nonces are stateless (an
+// Challenges offer MD5 and SHA-256 with qop=auth, in an order adapted to
+// the client ([DefaultChallengeAlgorithms]): clients that read only the
+// first or only the last challenge header still find MD5 there. Nonces are stateless (an
 // HMAC of their issue time), expire after AuthConfig.NonceLifetime (a correct
 // response with an expired nonce gets stale=true), and each nonce-count is
 // accepted once, so a captured Authorization cannot be replayed. A source

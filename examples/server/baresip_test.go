@@ -67,8 +67,9 @@ func TestBaresipRegistersAndRefreshes(t *testing.T) {
 	if _, err := os.Stat("/usr/lib/baresip/modules/account.so"); err != nil {
 		t.Skipf("baresip's account module is not installed (Debian package baresip-core): %v", err)
 	}
+	// The default challenge policy gives baresip 1.x (libre 1.x, which
+	// gives up on any non-MD5 challenge) MD5 alone.
 	cfg := baseConfig(t, "alice,secret")
-	cfg.Algorithms = []string{"MD5"}
 	s := startServer(t, cfg)
 
 	events := make(chan registrar.Event, 16)

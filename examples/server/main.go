@@ -47,7 +47,7 @@ func parseFlags(args []string) (config, error) {
 	origins := fs.String("ws-origins", "", "comma-separated Origins allowed to open a WebSocket (empty allows any)")
 	fs.StringVar(&cfg.Realm, "realm", "talkpad", "digest realm")
 	domains := fs.String("domains", "", "comma-separated SIP domains served (empty: any)")
-	algs := fs.String("auth-algorithms", "MD5,SHA-256", "digest algorithms offered, in order")
+	algs := fs.String("auth-algorithms", "MD5,SHA-256", "digest algorithms offered, in order (MD5 is moved last over WebSocket, and offered alone to baresip 1.x)")
 	fs.StringVar(&cfg.Store, "store", "memory", `"memory", or a postgres:// DSN`)
 	fs.StringVar(&cfg.StoreSchema, "store-schema", "talkpad", "PostgreSQL schema for talkpad's tables")
 	fs.StringVar(&cfg.Users, "users", "", "CSV file of username,password lines loaded into the credential store at start")

@@ -48,7 +48,7 @@ type config struct {
 // port 0.
 type listening struct {
 	UDP, TCP, WS, Admin net.Addr
-	Registrar    *registrar.Registrar
+	Registrar           *registrar.Registrar
 }
 
 // stores is what the server needs of a backend.
