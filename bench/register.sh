@@ -19,7 +19,9 @@
 # Knobs (environment): RATES, STEP (seconds per rate, default 12), USERS
 # (distinct accounts, default 20000), TARGETS ("talkpad kamailio"),
 # KAMAILIO_CHILDREN (UDP worker processes, default 4: two per core),
-# SIPP_TRANSPORT (u1, see README), TALKPAD_FLAGS (extra server flags).
+# SIPP_TRANSPORT (u1, see README), TALKPAD_FLAGS (extra server flags),
+# PPROF (an address: build the talkpad server with net/http/pprof there),
+# TALKPAD_BIN (measure this server binary instead of building one).
 # Kamailio is installed with apt when missing and the script runs as root;
 # otherwise its part is skipped with a message. See bench/README.md.
 set -euo pipefail
@@ -99,8 +101,37 @@ chmod -R a+rX "$tmp"
 cp examples/server/testdata/register.xml "$tmp/register.xml"
 
 # --- servers -------------------------------------------------------------------
-log "building examples/server"
-go build -o "$tmp/talkpad-server" ./examples/server
+[ -n "${TALKPAD_BIN:-}" ] || log "building examples/server"
+overlay=()
+if [ -n "${PPROF:-}" ]; then
+	# Profiling build: an extra file, added through a build overlay (the
+	# package itself is untouched), serves net/http/pprof on $PPROF, e.g.
+	#   go tool pprof -seconds 10 http://$PPROF/debug/pprof/profile
+	cat >"$tmp/pprof.go" <<-EOF
+	package main
+
+	import (
+		"net/http"
+		_ "net/http/pprof"
+		"runtime"
+	)
+
+	func init() {
+		runtime.SetMutexProfileFraction(20)
+		runtime.SetBlockProfileRate(100000) // one sample per 100 µs blocked
+		go http.ListenAndServe("$PPROF", nil)
+	}
+	EOF
+	printf '{"Replace":{"%s":"%s"}}' "$root/examples/server/zz_bench_pprof.go" "$tmp/pprof.go" >"$tmp/overlay.json"
+	overlay=(-overlay "$tmp/overlay.json")
+	log "talkpad server built with pprof on http://$PPROF/debug/pprof/"
+fi
+if [ -n "${TALKPAD_BIN:-}" ]; then
+	log "using the server binary $TALKPAD_BIN"
+	cp "$TALKPAD_BIN" "$tmp/talkpad-server"
+else
+	go build "${overlay[@]}" -o "$tmp/talkpad-server" ./examples/server
+fi
 
 start_talkpad() {
 	# MD5 only: Kamailio challenges with one MD5 digest, so both answer the
@@ -158,7 +189,7 @@ server_ticks() {
 
 # --- one step ------------------------------------------------------------------
 # run_sipp RATE CALLS LABEL: prints "offered achieved failed% p50 p99
-# sipp_cpu% server_cpu% retrans" for one step.
+# sipp_cpu% server_cpu% retrans why" for one step (why: failure causes).
 run_sipp() {
 	local rate=$1 calls=$2 label=$3
 	local dir="$tmp/$label"
@@ -179,7 +210,7 @@ run_sipp() {
 	local stat rtt
 	stat="$dir/stat.csv"
 	rtt=$(ls "$dir"/*_rtt.csv 2>/dev/null | head -1)
-	[ -s "$stat" ] || { echo "$rate 0 100 - - - - -"; return; }
+	[ -s "$stat" ] || { echo "$rate 0 100 - - - - - no-statistics"; return; }
 	local hz pct
 	hz=$(getconf CLK_TCK)
 	# Percentiles of the registration time (sipp's rtd counter 1, in ms).
@@ -201,14 +232,15 @@ run_sipp() {
 		}
 		pt = now; pc = $13
 		created = $13; ok = $16; retrans = $58
+		why = sprintf("timeout=%d,unexpected=%d,rejected=%d,unfinished=%d", $22 + $42, $28, $30, $13 - $16 - $18)
 	}
 	END {
 		if (done == "") done = pt
 		split(times, t, " ")
 		failed = created ? (created - ok) * 100 / created : 100
 		achieved = done > start ? ok / (done - start) : 0
-		printf "%d %.0f %.3f %s %.0f %.0f %d\n", rate, achieved, failed, pct,
-			(t[2] + t[3]) * 100 / t[1], (t1 - t0) / hz * 100 / t[1], retrans
+		printf "%d %.0f %.3f %s %.0f %.0f %d %s\n", rate, achieved, failed, pct,
+			(t[2] + t[3]) * 100 / t[1], (t1 - t0) / hz * 100 / t[1], retrans, why
 	}' "$stat"
 }
 
@@ -251,9 +283,9 @@ bench() {
 	for r in $rates; do
 		local line ok=pass
 		line=$(run_sipp "$r" $((r * step)) "$name-$r")
-		read -r offered achieved failed p50 p99 scpu vcpu retrans <<<"$line"
+		read -r offered achieved failed p50 p99 scpu vcpu retrans why <<<"$line"
 		if awk -v f="$failed" 'BEGIN { exit !(f >= 0.1) }'; then
-			ok="FAIL (>= 0.1% failed)"
+			ok="FAIL (>= 0.1% failed: $why)"
 		elif awk -v a="$achieved" -v o="$offered" 'BEGIN { exit !(a < 0.97 * o) }'; then
 			ok="FAIL (rate not reached)"
 			if [ "$scpu" -ge 95 ]; then ok="$ok, sipp saturated"; fi
