@@ -33,6 +33,8 @@ type Store struct {
 
 	bindMu   sync.RWMutex
 	bindings map[string]map[string]store.Binding // AOR → key → binding
+
+	bill billing // billing.go: accounts, ledger, tariffs, sessions, CDRs
 }
 
 type credKey struct{ realm, username string }

@@ -10,7 +10,7 @@
 // The suites check every method, the sentinel errors with errors.Is, the
 // ordering and expiry rules documented on the store interfaces, and behaviour
 // under concurrent writers. Each domain also has its own entry point
-// ([RunCredentialsTests], [RunBindingsTests]) for a backend that implements
+// ([RunCredentialsTests], [RunBindingsTests], [RunBillingTests]) for a backend that implements
 // only part of package store.
 package storetest
 
@@ -37,5 +37,15 @@ func Run(t *testing.T, newBackend func(t *testing.T) Backend) {
 	})
 	t.Run("Bindings", func(t *testing.T) {
 		RunBindingsTests(t, func(t *testing.T) store.Bindings { return newBackend(t) })
+	})
+	// Billing is optional: a backend without it still conforms.
+	t.Run("Billing", func(t *testing.T) {
+		RunBillingTests(t, func(t *testing.T) store.Billing {
+			b, ok := newBackend(t).(store.Billing)
+			if !ok {
+				t.Skip("backend does not implement store.Billing")
+			}
+			return b
+		})
 	})
 }
