@@ -1,0 +1,242 @@
+package billing
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/talkpad/talkpad/store"
+)
+
+// group is the live calls of one account on this node. They share the
+// account's money, so they share one horizon: the instant until which the
+// money reserved pays for all of them together. Its mutex serialises the
+// store work of one account on this node; it is held across a store
+// transaction (milliseconds), which PostgreSQL's row lock would serialise
+// anyway, and never across anything that waits on the caller.
+type group struct {
+	account string
+	users   int // callers between looking the group up and releasing it; guarded by Engine.mu
+
+	mu      sync.Mutex
+	calls   map[string]*call
+	lost    []*call   // calls another node settled, to cut off
+	horizon time.Time // the money reserved pays every call until here
+	full    bool      // horizon is a whole window away: money was not the limit
+	failed  bool      // the last renewal could not reach the store
+	timer   *time.Timer
+}
+
+// call is one live call.
+type call struct {
+	Call
+	tariff        store.Tariff
+	reserved      int64
+	reservedUntil time.Time
+}
+
+// reserve recomputes the group's horizon from the account's money and
+// writes every call's reservation in one store transaction; add, if not
+// nil, joins the group when it succeeds. The caller holds g.mu.
+//
+// The money the group may use (pot) is the balance plus the credit limit
+// less what other nodes' calls hold. The horizon is the latest instant, at
+// most one Window away, at which the calls' summed cost still fits in the
+// pot, and each call reserves its own cost up to it. If a window's worth
+// fits, the group renews before the window ends; if not, the horizon is
+// where the money runs out, and the group checks once more at that instant
+// (a top-up may have arrived) before cutting the calls off.
+func (e *Engine) reserve(ctx context.Context, g *group, now time.Time, add *call) error {
+	var (
+		lost  []*call
+		live  []*call
+		h     time.Time
+		broke bool
+	)
+	hi := now.Add(e.cfg.Window)
+	_, err := e.st.Reserve(ctx, g.account, func(a store.Account, open []store.Session) ([]store.Session, error) {
+		lost, live, broke = lost[:0], live[:0], false
+		held := make(map[string]int64, len(open))
+		for _, s := range open {
+			if s.Node == e.cfg.Node {
+				held[s.ID] = s.Reserved
+			}
+		}
+		var ours int64
+		for _, c := range g.calls {
+			r, ok := held[c.ID]
+			if !ok {
+				lost = append(lost, c)
+				continue
+			}
+			ours += r
+			live = append(live, c)
+		}
+		if add != nil {
+			if a.Disabled {
+				return nil, fmt.Errorf("%w: %q", ErrDisabled, a.ID)
+			}
+			live = append(live, add)
+		}
+		ps := make([]priced, len(live))
+		for i, c := range live {
+			ps[i] = priced{tariff: c.tariff, answer: c.Answer}
+		}
+		pot := a.Balance + a.CreditLimit - (a.Reserved - ours)
+		var ok bool
+		h, ok = horizon(pot, ps, now, hi)
+		if add != nil && (!ok || costAt(ps, now.Add(1)) > pot) {
+			return nil, fmt.Errorf("%w: account %q", ErrInsufficientFunds, a.ID)
+		}
+		if !ok {
+			// The money held no longer covers even now (an operator took
+			// money away): keep what is reserved; the calls run to their
+			// current horizon and end there.
+			broke = true
+			return nil, nil
+		}
+		out := make([]store.Session, len(live))
+		for i, c := range live {
+			_, cost := Rate(c.tariff, h.Sub(c.Answer))
+			out[i] = store.Session{
+				ID: c.ID, Account: c.Account, Node: e.cfg.Node, Caller: c.Caller, Callee: c.Callee,
+				Tariff: c.tariff, Setup: c.Setup, Answer: c.Answer, Reserved: cost, ReservedUntil: h,
+				LastSeen: now, LeaseUntil: now.Add(e.cfg.Lease),
+			}
+		}
+		return out, nil
+	})
+	e.renewals.Add(1)
+	if err != nil {
+		e.renewFail.Add(1)
+		switch {
+		case errors.Is(err, ErrInsufficientFunds), errors.Is(err, ErrDisabled):
+			return err
+		case errors.Is(err, store.ErrInsufficientFunds):
+			return fmt.Errorf("%w: account %q", ErrInsufficientFunds, g.account)
+		}
+		return accountErr(g.account, err)
+	}
+	for _, c := range lost {
+		delete(g.calls, c.ID)
+		g.lost = append(g.lost, c)
+	}
+	if broke {
+		g.full = false
+		e.schedule(g, now)
+		return nil
+	}
+	for _, c := range live {
+		_, c.reserved = Rate(c.tariff, h.Sub(c.Answer))
+		c.reservedUntil = h
+	}
+	if add != nil {
+		g.calls[add.ID] = add
+	}
+	g.horizon, g.full, g.failed = h, h.Equal(hi), false
+	e.schedule(g, now)
+	return nil
+}
+
+// schedule sets the group's timer for its next renewal or final check.
+// The caller holds g.mu.
+func (e *Engine) schedule(g *group, now time.Time) {
+	at := g.horizon
+	if g.full {
+		at = at.Add(-e.cfg.RenewBefore)
+	}
+	e.setTimer(g, at.Sub(now))
+}
+
+// scheduleRetry retries a failed renewal soon, but no later than the
+// horizon, where the calls end if the store is still away. The caller
+// holds g.mu.
+func (e *Engine) scheduleRetry(g *group, now time.Time) {
+	at := now.Add(e.cfg.Retry)
+	if at.After(g.horizon) {
+		at = g.horizon
+	}
+	g.full, g.failed = false, true
+	e.setTimer(g, at.Sub(now))
+}
+
+func (e *Engine) setTimer(g *group, d time.Duration) {
+	if d < 0 {
+		d = 0
+	}
+	if g.timer == nil {
+		g.timer = time.AfterFunc(d, func() { e.onTimer(g) })
+		return
+	}
+	g.timer.Reset(d)
+}
+
+// onTimer renews the group's reservations, or cuts its calls off when the
+// money is gone.
+func (e *Engine) onTimer(g *group) {
+	e.mu.Lock()
+	if e.closed || e.groups[g.account] != g {
+		e.mu.Unlock()
+		return
+	}
+	e.wg.Add(1)
+	g.users++
+	e.mu.Unlock()
+	defer e.wg.Done()
+
+	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	defer cancel()
+	g.mu.Lock()
+	now := time.Now()
+	if len(g.calls) > 0 {
+		if err := e.reserve(ctx, g, now, nil); err != nil {
+			e.log.Warn("renewal failed", "account", g.account, "calls", len(g.calls), "err", err)
+			e.scheduleRetry(g, now)
+		}
+	}
+	cuts := e.settleDue(ctx, g, now)
+	g.mu.Unlock()
+	e.release(g, func() {})
+	e.notify(cuts)
+}
+
+// storeTimeout bounds one store call made from a timer.
+const storeTimeout = 10 * time.Second
+
+// settleDue cuts off the calls whose money has run out at now, and those
+// another node settled, and returns what to tell the owner. The caller
+// holds g.mu.
+func (e *Engine) settleDue(ctx context.Context, g *group, now time.Time) []Cutoff {
+	var cuts []Cutoff
+	for _, c := range g.lost {
+		cdr, err := e.st.GetCDR(ctx, c.ID)
+		if err != nil {
+			cdr = store.CDR{CallID: c.ID, Account: c.Account, Caller: c.Caller, Callee: c.Callee, Answer: c.Answer, End: now, Cause: CauseLost}
+		}
+		e.mu.Lock()
+		delete(e.calls, c.ID)
+		e.done[c.ID] = doneEntry{cdr: cdr, at: now}
+		e.mu.Unlock()
+		e.cutOff.Add(1)
+		cuts = append(cuts, Cutoff{CallID: c.ID, Account: c.Account, At: cdr.End, Cause: CauseLost, CDR: cdr})
+	}
+	g.lost = nil
+	if g.full || now.Before(g.horizon) {
+		return cuts
+	}
+	cause := CauseCredit
+	if g.failed {
+		cause = CauseUnavailable
+	}
+	for _, c := range g.calls {
+		cdr := e.finish(ctx, g, c, c.reservedUntil, cause)
+		e.cutOff.Add(1)
+		cuts = append(cuts, Cutoff{CallID: c.ID, Account: c.Account, At: cdr.End, Cause: cause, CDR: cdr})
+	}
+	if g.timer != nil {
+		g.timer.Stop()
+	}
+	return cuts
+}
