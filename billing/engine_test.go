@@ -15,11 +15,11 @@ import (
 
 // Tariffs of the scenarios, with per-second prices that make the sums easy.
 var (
-	de    = store.Tariff{Prefix: "49", PricePerMinute: 1_200_000, FirstIncrement: 1, NextIncrement: 1}  // 20,000/s
-	fr    = store.Tariff{Prefix: "33", PricePerMinute: 600_000, FirstIncrement: 1, NextIncrement: 1}    // 10,000/s
-	uk    = store.Tariff{Prefix: "44", PricePerMinute: 1_800_000, FirstIncrement: 1, NextIncrement: 1}  // 30,000/s
-	perMn = store.Tariff{Prefix: "1", PricePerMinute: 600_000, FirstIncrement: 60, NextIncrement: 60}   // per minute
-	s306  = store.Tariff{Prefix: "39", PricePerMinute: 600_000, FirstIncrement: 30, NextIncrement: 6}   // 30/6
+	de    = store.Tariff{Prefix: "49", PricePerMinute: 1_200_000, FirstIncrement: 1, NextIncrement: 1} // 20,000/s
+	fr    = store.Tariff{Prefix: "33", PricePerMinute: 600_000, FirstIncrement: 1, NextIncrement: 1}   // 10,000/s
+	uk    = store.Tariff{Prefix: "44", PricePerMinute: 1_800_000, FirstIncrement: 1, NextIncrement: 1} // 30,000/s
+	perMn = store.Tariff{Prefix: "1", PricePerMinute: 600_000, FirstIncrement: 60, NextIncrement: 60}  // per minute
+	s306  = store.Tariff{Prefix: "39", PricePerMinute: 600_000, FirstIncrement: 30, NextIncrement: 6}  // 30/6
 	fee   = store.Tariff{Prefix: "34", PricePerMinute: 600_000, ConnectFee: 100_000, FirstIncrement: 1, NextIncrement: 1}
 )
 
