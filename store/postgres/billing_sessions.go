@@ -1,0 +1,289 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/talkpad/talkpad/store"
+)
+
+func collectSessions(rows pgx.Rows) ([]store.Session, error) {
+	defer rows.Close()
+	var out []store.Session
+	for rows.Next() {
+		var (
+			ss           store.Session
+			until, setup *time.Time
+		)
+		dst := []any{&ss.ID, &ss.Account, &ss.Node, &ss.Caller, &ss.Callee}
+		td := scanTariff(&ss.Tariff)
+		td[2] = &until
+		dst = append(dst, td...)
+		dst = append(dst, &setup, &ss.Answer, &ss.Reserved, &ss.ReservedUntil, &ss.LastSeen, &ss.LeaseUntil)
+		if err := rows.Scan(dst...); err != nil {
+			return nil, err
+		}
+		ss.Tariff.ValidFrom, ss.Tariff.ValidUntil = ss.Tariff.ValidFrom.UTC(), fromNull(until)
+		ss.Setup, ss.Answer = fromNull(setup), ss.Answer.UTC()
+		ss.ReservedUntil, ss.LastSeen, ss.LeaseUntil = ss.ReservedUntil.UTC(), ss.LastSeen.UTC(), ss.LeaseUntil.UTC()
+		out = append(out, ss)
+	}
+	return out, rows.Err()
+}
+
+func sessionArgs(ss store.Session) []any {
+	t := ss.Tariff
+	return []any{ss.ID, ss.Account, ss.Node, ss.Caller, ss.Callee,
+		t.Prefix, store.TruncateTime(t.ValidFrom), nullTime(t.ValidUntil), t.PricePerMinute, t.ConnectFee,
+		t.FirstIncrement, t.NextIncrement, t.MinDuration, t.Description,
+		nullTime(ss.Setup), store.TruncateTime(ss.Answer), ss.Reserved, store.TruncateTime(ss.ReservedUntil),
+		store.TruncateTime(ss.LastSeen), store.TruncateTime(ss.LeaseUntil)}
+}
+
+// Reserve implements store.Sessions: one transaction that locks the
+// account row, reads its sessions, and writes the changed sessions and the
+// new reserved total in one pipelined batch.
+func (s *Store) Reserve(ctx context.Context, account string, fn func(store.Account, []store.Session) ([]store.Session, error)) (store.Account, error) {
+	q := s.bq()
+	var (
+		fnErr error
+		out   store.Account
+	)
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		a, err := scanAccount(tx.QueryRow(ctx, q.getAccountForUpdate, account))
+		if errors.Is(err, pgx.ErrNoRows) {
+			return store.ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		rows, err := tx.Query(ctx, q.sessionsOfAccount, account)
+		if err != nil {
+			return err
+		}
+		open, err := collectSessions(rows)
+		if err != nil {
+			return err
+		}
+		held := make(map[string]int64, len(open))
+		for _, ss := range open {
+			held[ss.ID] = ss.Reserved
+		}
+		changes, err := fn(a, open)
+		if err != nil {
+			fnErr = err
+			return err
+		}
+		reserved := a.Reserved
+		for _, c := range changes {
+			if err := c.Validate(); err != nil {
+				return err
+			}
+			if c.Account != account {
+				return fmt.Errorf("%w: session %q names account %q", store.ErrInvalid, c.ID, c.Account)
+			}
+			reserved += c.Reserved - held[c.ID]
+		}
+		if reserved > a.Reserved && reserved > a.Balance+a.CreditLimit {
+			return store.ErrInsufficientFunds
+		}
+		if len(changes) == 0 {
+			out = a
+			return nil
+		}
+		batch := &pgx.Batch{}
+		for _, c := range changes {
+			batch.Queue(q.upsertSession, sessionArgs(c)...)
+		}
+		batch.Queue(q.setReserved, account, reserved)
+		br := tx.SendBatch(ctx, batch)
+		for _, c := range changes {
+			tag, err := br.Exec()
+			if err != nil {
+				br.Close()
+				return err
+			}
+			if tag.RowsAffected() == 0 {
+				br.Close()
+				return fmt.Errorf("%w: session %q belongs to another account", store.ErrInvalid, c.ID)
+			}
+		}
+		out, err = scanAccount(br.QueryRow())
+		if err != nil {
+			br.Close()
+			return err
+		}
+		return br.Close()
+	})
+	if fnErr != nil {
+		return store.Account{}, fnErr
+	}
+	if err != nil {
+		return store.Account{}, fmt.Errorf("postgres: reserve on %q: %w", account, err)
+	}
+	return out, nil
+}
+
+// Settle implements store.Sessions.
+func (s *Store) Settle(ctx context.Context, cdr store.CDR) (store.Account, error) {
+	q := s.bq()
+	// Find the account without a lock, then lock it before the session,
+	// in the order every billing transaction takes.
+	var account string
+	err := s.pool.QueryRow(ctx, q.sessionAccount, cdr.CallID).Scan(&account)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return store.Account{}, fmt.Errorf("postgres: settle %q: %w", cdr.CallID, store.ErrNotFound)
+	}
+	if err != nil {
+		return store.Account{}, fmt.Errorf("postgres: settle %q: %w", cdr.CallID, err)
+	}
+	end := cdr.End
+	if end.IsZero() {
+		end = time.Now()
+	}
+	e := store.LedgerEntry{Account: account, Key: store.CallKey(cdr.CallID), Kind: store.EntryCall,
+		Amount: -cdr.Cost, CallID: cdr.CallID, Time: store.TruncateTime(end)}
+	if err := e.Validate(); err != nil {
+		return store.Account{}, fmt.Errorf("postgres: settle %q: %w", cdr.CallID, err)
+	}
+	cdr.Account = account
+	var out store.Account
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		a, err := scanAccount(tx.QueryRow(ctx, q.getAccountForUpdate, account))
+		if err != nil {
+			return err
+		}
+		var owner string
+		var held int64
+		err = tx.QueryRow(ctx, q.getSessionForUpdate, cdr.CallID).Scan(&owner, &held)
+		if errors.Is(err, pgx.ErrNoRows) || err == nil && owner != account {
+			return store.ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		batch := &pgx.Batch{}
+		batch.Queue(q.creditBalance, account, -cdr.Cost, held)
+		batch.Queue(q.insertEntry, e.Account, e.Key, string(e.Kind), e.Amount, a.Balance-cdr.Cost, e.CallID, e.Note, e.Time)
+		batch.Queue(q.deleteSession, cdr.CallID)
+		batch.Queue(q.insertCDR, cdr.CallID, cdr.Account, cdr.Caller, cdr.Callee, cdr.Prefix, nullTime(cdr.Setup),
+			nullTime(cdr.Answer), store.TruncateTime(end), cdr.BilledSeconds, cdr.Cost, cdr.Cause, cdr.Node)
+		br := tx.SendBatch(ctx, batch)
+		defer br.Close()
+		if out, err = scanAccount(br.QueryRow()); err != nil {
+			return err
+		}
+		var seq int64
+		if err := br.QueryRow().Scan(&seq); err != nil {
+			if errors.Is(err, pgx.ErrNoRows) {
+				return fmt.Errorf("%w: ledger already holds %q", store.ErrExists, e.Key)
+			}
+			return err
+		}
+		if _, err := br.Exec(); err != nil {
+			return err
+		}
+		_, err = br.Exec()
+		return err
+	})
+	if err != nil {
+		return store.Account{}, fmt.Errorf("postgres: settle %q: %w", cdr.CallID, err)
+	}
+	return out, nil
+}
+
+// GetSession implements store.Sessions.
+func (s *Store) GetSession(ctx context.Context, id string) (store.Session, error) {
+	ss, err := s.querySessions(ctx, "get session", s.bq().getSession, id)
+	if err != nil {
+		return store.Session{}, err
+	}
+	if len(ss) == 0 {
+		return store.Session{}, fmt.Errorf("postgres: get session %q: %w", id, store.ErrNotFound)
+	}
+	return ss[0], nil
+}
+
+func (s *Store) querySessions(ctx context.Context, what, sql string, args ...any) ([]store.Session, error) {
+	rows, err := s.pool.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: %s: %w", what, err)
+	}
+	out, err := collectSessions(rows)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: %s: %w", what, err)
+	}
+	return out, nil
+}
+
+// ListSessions implements store.Sessions.
+func (s *Store) ListSessions(ctx context.Context, node string) ([]store.Session, error) {
+	if node == "" {
+		return s.querySessions(ctx, "list sessions", s.bq().listSessions)
+	}
+	return s.querySessions(ctx, "list sessions", s.bq().listNodeSessions, node)
+}
+
+// ListExpiredSessions implements store.Sessions.
+func (s *Store) ListExpiredSessions(ctx context.Context, now time.Time) ([]store.Session, error) {
+	return s.querySessions(ctx, "list expired sessions", s.bq().listExpired, now)
+}
+
+// RenewLeases implements store.Sessions: one UPDATE for all of a node's
+// sessions.
+func (s *Store) RenewLeases(ctx context.Context, node string, lastSeen, leaseUntil time.Time) (int, error) {
+	tag, err := s.pool.Exec(ctx, s.bq().renewLeases, node, store.TruncateTime(lastSeen), store.TruncateTime(leaseUntil))
+	if err != nil {
+		return 0, fmt.Errorf("postgres: renew leases of %q: %w", node, err)
+	}
+	return int(tag.RowsAffected()), nil
+}
+
+func collectCDRs(rows pgx.Rows) ([]store.CDR, error) {
+	defer rows.Close()
+	var out []store.CDR
+	for rows.Next() {
+		var c store.CDR
+		var setup, answer *time.Time
+		if err := rows.Scan(&c.CallID, &c.Account, &c.Caller, &c.Callee, &c.Prefix, &setup, &answer, &c.End,
+			&c.BilledSeconds, &c.Cost, &c.Cause, &c.Node); err != nil {
+			return nil, err
+		}
+		c.Setup, c.Answer, c.End = fromNull(setup), fromNull(answer), c.End.UTC()
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}
+
+// GetCDR implements store.CDRs.
+func (s *Store) GetCDR(ctx context.Context, callID string) (store.CDR, error) {
+	rows, err := s.pool.Query(ctx, s.bq().getCDR, callID)
+	if err != nil {
+		return store.CDR{}, fmt.Errorf("postgres: get CDR %q: %w", callID, err)
+	}
+	cs, err := collectCDRs(rows)
+	if err != nil {
+		return store.CDR{}, fmt.Errorf("postgres: get CDR %q: %w", callID, err)
+	}
+	if len(cs) == 0 {
+		return store.CDR{}, fmt.Errorf("postgres: get CDR %q: %w", callID, store.ErrNotFound)
+	}
+	return cs[0], nil
+}
+
+// ListCDRs implements store.CDRs.
+func (s *Store) ListCDRs(ctx context.Context, f store.CDRFilter) ([]store.CDR, error) {
+	rows, err := s.pool.Query(ctx, s.bq().listCDRs, f.Account, nullTime(f.From), nullTime(f.To))
+	if err != nil {
+		return nil, fmt.Errorf("postgres: list CDRs: %w", err)
+	}
+	out, err := collectCDRs(rows)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: list CDRs: %w", err)
+	}
+	return out, nil
+}
