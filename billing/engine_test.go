@@ -3,6 +3,7 @@ package billing_test
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -81,6 +82,9 @@ func run(t *testing.T, st store.Billing, node string, cfg billing.Config) (*bill
 	t.Helper()
 	cuts := &cutoffs{}
 	cfg.Store, cfg.Node, cfg.OnCutoff = st, node, cuts.record
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
 	e, err := billing.New(cfg)
 	if err != nil {
 		t.Fatal(err)
