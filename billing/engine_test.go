@@ -102,28 +102,62 @@ func run(t *testing.T, st store.Billing, node string, cfg billing.Config) (*bill
 }
 
 // checkAccount verifies the ledger invariant and returns the account.
+// Against a real database, engines' timers settle calls while it reads, so
+// it retries until the account did not change between its reads.
 func checkAccount(t *testing.T, st store.Billing, id string) store.Account {
 	t.Helper()
-	ctx := context.Background()
-	a, err := st.GetAccount(ctx, id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	es, err := st.ListEntries(ctx, id, time.Time{}, time.Time{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sum int64
-	for _, e := range es {
-		sum += e.Amount
-	}
-	if sum != a.Balance {
-		t.Fatalf("account %s: balance %d != ledger sum %d", id, a.Balance, sum)
-	}
-	if a.Balance+a.CreditLimit < 0 {
-		t.Fatalf("account %s: balance %d below credit limit %d", id, a.Balance, a.CreditLimit)
-	}
+	a, _ := snapshotAccount(t, st, id)
 	return a
+}
+
+// snapshotAccount checks an account's invariants on a consistent reading
+// and returns it with the money its sessions hold.
+func snapshotAccount(t *testing.T, st store.Billing, id string) (store.Account, int64) {
+	t.Helper()
+	ctx := context.Background()
+	for attempt := 0; ; attempt++ {
+		a, err := st.GetAccount(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		es, err := st.ListEntries(ctx, id, time.Time{}, time.Time{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ss, err := st.ListSessions(ctx, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		again, err := st.GetAccount(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if again != a && attempt < 50 {
+			continue
+		}
+		var sum, held int64
+		for _, e := range es {
+			sum += e.Amount
+		}
+		for _, s := range ss {
+			if s.Account == id {
+				held += s.Reserved
+			}
+		}
+		if sum != a.Balance {
+			t.Fatalf("account %s: balance %d != ledger sum %d", id, a.Balance, sum)
+		}
+		if held != a.Reserved {
+			t.Fatalf("account %s: reserved %d, sessions hold %d", id, a.Reserved, held)
+		}
+		if a.Balance+a.CreditLimit < 0 {
+			t.Fatalf("account %s: balance %d below credit limit %d", id, a.Balance, a.CreditLimit)
+		}
+		if a.Reserved < 0 || a.Reserved > a.Balance+a.CreditLimit {
+			t.Fatalf("account %s holds %d of %d+%d", id, a.Reserved, a.Balance, a.CreditLimit)
+		}
+		return a, held
+	}
 }
 
 func start(t *testing.T, e *billing.Engine, id, account, callee string) time.Time {
