@@ -2,6 +2,7 @@ package billing
 
 import (
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/talkpad/talkpad/store"
@@ -10,33 +11,48 @@ import (
 // Table is an immutable rate table indexed for longest-prefix match: a
 // digit trie whose nodes live in one slice, so a lookup walks at most one
 // node per digit of the destination and allocates nothing. A table of
-// 100,000 prefixes is built in tens of milliseconds and looked up in well
-// under a microsecond (see BenchmarkLookup).
+// 100,000 prefixes takes about 50 MB and 0.2 s to build, and a lookup in it
+// about 130 ns (BenchmarkLookup, BenchmarkNewTable).
 //
 // A Table is safe for concurrent use. The engine swaps in a new one when it
 // reloads the tariffs.
 type Table struct {
-	nodes []trieNode
-	n     int
+	nodes   []trieNode
+	tariffs []store.Tariff // sorted by prefix, then ValidFrom
 }
 
 type trieNode struct {
 	child [10]int32 // index into nodes; 0 means none (0 is the root)
-	// tariffs of this exact prefix, ordered by ValidFrom.
-	tariffs []store.Tariff
+	// lo and hi bound this exact prefix's tariffs in Table.tariffs.
+	lo, hi int32
 }
 
 // NewTable builds a table from ts. Tariffs whose prefix holds anything but
 // digits are skipped (store.Tariff.Validate refuses them anyway).
 func NewTable(ts []store.Tariff) *Table {
-	t := &Table{nodes: make([]trieNode, 1, len(ts)+1)}
+	t := &Table{tariffs: make([]store.Tariff, 0, len(ts))}
 	for _, tr := range ts {
-		if tr.Validate() != nil {
+		if tr.Validate() == nil {
+			t.tariffs = append(t.tariffs, tr)
+		}
+	}
+	// Sorted, one prefix's tariffs are contiguous: a node holds a range,
+	// not a slice of its own, which saves an allocation per prefix.
+	slices.SortFunc(t.tariffs, func(a, b store.Tariff) int {
+		if c := strings.Compare(a.Prefix, b.Prefix); c != 0 {
+			return c
+		}
+		return a.ValidFrom.Compare(b.ValidFrom)
+	})
+	t.nodes = make([]trieNode, 1, len(t.tariffs)*2+1)
+	for k := range t.tariffs {
+		p := t.tariffs[k].Prefix
+		if k > 0 && t.tariffs[k-1].Prefix == p {
 			continue
 		}
 		i := int32(0)
-		for k := 0; k < len(tr.Prefix); k++ {
-			d := tr.Prefix[k] - '0'
+		for j := 0; j < len(p); j++ {
+			d := p[j] - '0'
 			next := t.nodes[i].child[d]
 			if next == 0 {
 				t.nodes = append(t.nodes, trieNode{})
@@ -45,19 +61,17 @@ func NewTable(ts []store.Tariff) *Table {
 			}
 			i = next
 		}
-		t.nodes[i].tariffs = append(t.nodes[i].tariffs, tr)
-		t.n++
-	}
-	for i := range t.nodes {
-		if len(t.nodes[i].tariffs) > 1 {
-			slices.SortFunc(t.nodes[i].tariffs, func(a, b store.Tariff) int { return a.ValidFrom.Compare(b.ValidFrom) })
+		hi := k + 1
+		for hi < len(t.tariffs) && t.tariffs[hi].Prefix == p {
+			hi++
 		}
+		t.nodes[i].lo, t.nodes[i].hi = int32(k), int32(hi)
 	}
 	return t
 }
 
 // Len returns the number of tariffs in the table.
-func (t *Table) Len() int { return t.n }
+func (t *Table) Len() int { return len(t.tariffs) }
 
 // Lookup returns the tariff of the longest prefix of destination that has
 // one valid at now. A leading "+" is ignored; the walk stops at the first
@@ -72,8 +86,10 @@ func (t *Table) Lookup(destination string, now time.Time) (store.Tariff, bool) {
 	var best *store.Tariff
 	i := int32(0)
 	for k := 0; ; k++ {
-		if tr := validAt(t.nodes[i].tariffs, now); tr != nil {
-			best = tr
+		if n := &t.nodes[i]; n.hi > n.lo {
+			if tr := validAt(t.tariffs[n.lo:n.hi], now); tr != nil {
+				best = tr
+			}
 		}
 		if k == len(destination) {
 			break
