@@ -291,7 +291,7 @@ bench() {
 		read -r offered achieved failed p50 p99 scpu vcpu retrans why <<<"$line"
 		if awk -v f="$failed" 'BEGIN { exit !(f >= 0.1) }'; then
 			ok="FAIL (>= 0.1% failed: $why)"
-		elif awk -v a="$achieved" -v o="$offered" 'BEGIN { exit !(a < 0.97 * o) }'; then
+		elif awk -v a="$achieved" -v o="$offered" 'BEGIN { exit !(a < 0.95 * o) }'; then
 			ok="FAIL (rate not reached)"
 			if [ "$scpu" -ge 95 ]; then ok="$ok, sipp saturated"; fi
 		fi
