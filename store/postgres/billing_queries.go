@@ -12,7 +12,7 @@ type billingQueries struct {
 
 	upsertTariffs, deleteTariffs, listTariffs string
 
-	sessionsOfAccount, upsertSession, getSession, sessionAccount, getSessionForUpdate, deleteSession,
+	sessionsOfAccount, upsertSession, getSession, sessionAccount, sessionHeld, deleteSession,
 	listSessions, listNodeSessions, listExpired, renewLeases string
 
 	insertCDR, getCDR, listCDRs string
@@ -92,13 +92,17 @@ func newBillingQueries(schema string) *billingQueries {
 				answer = EXCLUDED.answer, reserved = EXCLUDED.reserved, reserved_until = EXCLUDED.reserved_until,
 				last_seen = EXCLUDED.last_seen, lease_until = EXCLUDED.lease_until
 			WHERE s.account = EXCLUDED.account`,
-		getSession:          `SELECT ` + sessionCols + ` FROM ` + sessions + ` WHERE id = $1`,
-		sessionAccount:      `SELECT account FROM ` + sessions + ` WHERE id = $1`,
-		getSessionForUpdate: `SELECT account, reserved FROM ` + sessions + ` WHERE id = $1 FOR UPDATE`,
-		deleteSession:       `DELETE FROM ` + sessions + ` WHERE id = $1`,
-		listSessions:        `SELECT ` + sessionCols + ` FROM ` + sessions + ` ORDER BY id COLLATE "C"`,
-		listNodeSessions:    `SELECT ` + sessionCols + ` FROM ` + sessions + ` WHERE node = $1 ORDER BY id COLLATE "C"`,
-		listExpired:         `SELECT ` + sessionCols + ` FROM ` + sessions + ` WHERE lease_until <= $1 ORDER BY id COLLATE "C"`,
+		getSession:     `SELECT ` + sessionCols + ` FROM ` + sessions + ` WHERE id = $1`,
+		sessionAccount: `SELECT account FROM ` + sessions + ` WHERE id = $1`,
+		// Only the account row is locked: every writer of a session's
+		// money holds its account's lock, so that is enough. It is read
+		// in its own statement after the lock is taken, so that it sees
+		// what a settlement that held the lock before committed.
+		sessionHeld:      `SELECT reserved FROM ` + sessions + ` WHERE id = $1 AND account = $2`,
+		deleteSession:    `DELETE FROM ` + sessions + ` WHERE id = $1`,
+		listSessions:     `SELECT ` + sessionCols + ` FROM ` + sessions + ` ORDER BY id COLLATE "C"`,
+		listNodeSessions: `SELECT ` + sessionCols + ` FROM ` + sessions + ` WHERE node = $1 ORDER BY id COLLATE "C"`,
+		listExpired:      `SELECT ` + sessionCols + ` FROM ` + sessions + ` WHERE lease_until <= $1 ORDER BY id COLLATE "C"`,
 		renewLeases: `UPDATE ` + sessions + ` SET last_seen = least($2, reserved_until), lease_until = $3
 			WHERE node = $1`,
 

@@ -54,19 +54,31 @@ func (s *Store) Reserve(ctx context.Context, account string, fn func(store.Accou
 		out   store.Account
 	)
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		a, err := scanAccount(tx.QueryRow(ctx, q.getAccountForUpdate, account))
+		// One round trip: the lock, then the sessions it protects.
+		first := &pgx.Batch{}
+		first.Queue(q.getAccountForUpdate, account)
+		first.Queue(q.sessionsOfAccount, account)
+		br := tx.SendBatch(ctx, first)
+		a, err := scanAccount(br.QueryRow())
 		if errors.Is(err, pgx.ErrNoRows) {
+			br.Close()
 			return store.ErrNotFound
 		}
 		if err != nil {
+			br.Close()
 			return err
 		}
-		rows, err := tx.Query(ctx, q.sessionsOfAccount, account)
+		rows, err := br.Query()
 		if err != nil {
+			br.Close()
 			return err
 		}
 		open, err := collectSessions(rows)
 		if err != nil {
+			br.Close()
+			return err
+		}
+		if err := br.Close(); err != nil {
 			return err
 		}
 		held := make(map[string]int64, len(open))
@@ -100,7 +112,7 @@ func (s *Store) Reserve(ctx context.Context, account string, fn func(store.Accou
 			batch.Queue(q.upsertSession, sessionArgs(c)...)
 		}
 		batch.Queue(q.setReserved, account, reserved)
-		br := tx.SendBatch(ctx, batch)
+		br = tx.SendBatch(ctx, batch)
 		for _, c := range changes {
 			tag, err := br.Exec()
 			if err != nil {
@@ -128,19 +140,41 @@ func (s *Store) Reserve(ctx context.Context, account string, fn func(store.Accou
 	return out, nil
 }
 
-// Settle implements store.Sessions.
+// errOtherAccount sends Settle round again with the session's real
+// account, when the CDR named another.
+type errOtherAccount struct{ account string }
+
+func (e errOtherAccount) Error() string { return "session belongs to account " + e.account }
+
+// Settle implements store.Sessions. cdr.Account, when set, saves looking
+// the session's account up first: it is checked, not trusted.
 func (s *Store) Settle(ctx context.Context, cdr store.CDR) (store.Account, error) {
 	q := s.bq()
-	// Find the account without a lock, then lock it before the session,
-	// in the order every billing transaction takes.
-	var account string
-	err := s.pool.QueryRow(ctx, q.sessionAccount, cdr.CallID).Scan(&account)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return store.Account{}, fmt.Errorf("postgres: settle %q: %w", cdr.CallID, store.ErrNotFound)
+	account := cdr.Account
+	if account == "" {
+		err := s.pool.QueryRow(ctx, q.sessionAccount, cdr.CallID).Scan(&account)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return store.Account{}, fmt.Errorf("postgres: settle %q: %w", cdr.CallID, store.ErrNotFound)
+		}
+		if err != nil {
+			return store.Account{}, fmt.Errorf("postgres: settle %q: %w", cdr.CallID, err)
+		}
 	}
-	if err != nil {
-		return store.Account{}, fmt.Errorf("postgres: settle %q: %w", cdr.CallID, err)
+	for attempt := 0; ; attempt++ {
+		a, err := s.settle(ctx, q, account, cdr)
+		var other errOtherAccount
+		if errors.As(err, &other) && attempt == 0 {
+			account = other.account
+			continue
+		}
+		if err != nil {
+			return store.Account{}, fmt.Errorf("postgres: settle %q: %w", cdr.CallID, err)
+		}
+		return a, nil
 	}
+}
+
+func (s *Store) settle(ctx context.Context, q *billingQueries, account string, cdr store.CDR) (store.Account, error) {
 	end := cdr.End
 	if end.IsZero() {
 		end = time.Now()
@@ -148,23 +182,40 @@ func (s *Store) Settle(ctx context.Context, cdr store.CDR) (store.Account, error
 	e := store.LedgerEntry{Account: account, Key: store.CallKey(cdr.CallID), Kind: store.EntryCall,
 		Amount: -cdr.Cost, CallID: cdr.CallID, Time: store.TruncateTime(end)}
 	if err := e.Validate(); err != nil {
-		return store.Account{}, fmt.Errorf("postgres: settle %q: %w", cdr.CallID, err)
+		return store.Account{}, err
 	}
 	cdr.Account = account
 	var out store.Account
-	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		a, err := scanAccount(tx.QueryRow(ctx, q.getAccountForUpdate, account))
-		if err != nil {
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		first := &pgx.Batch{}
+		first.Queue(q.getAccountForUpdate, account)
+		first.Queue(q.sessionHeld, cdr.CallID, account)
+		br := tx.SendBatch(ctx, first)
+		a, err := scanAccount(br.QueryRow())
+		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			br.Close()
 			return err
 		}
-		var owner string
 		var held int64
-		err = tx.QueryRow(ctx, q.getSessionForUpdate, cdr.CallID).Scan(&owner, &held)
-		if errors.Is(err, pgx.ErrNoRows) || err == nil && owner != account {
-			return store.ErrNotFound
-		}
-		if err != nil {
+		err = br.QueryRow().Scan(&held)
+		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			br.Close()
 			return err
+		}
+		if err := br.Close(); err != nil {
+			return err
+		}
+		if a.ID == "" || errors.Is(err, pgx.ErrNoRows) {
+			// No such session in this account: in another, or none.
+			var owner string
+			err := tx.QueryRow(ctx, q.sessionAccount, cdr.CallID).Scan(&owner)
+			if errors.Is(err, pgx.ErrNoRows) {
+				return store.ErrNotFound
+			}
+			if err != nil {
+				return err
+			}
+			return errOtherAccount{owner}
 		}
 		batch := &pgx.Batch{}
 		batch.Queue(q.creditBalance, account, -cdr.Cost, held)
@@ -172,7 +223,7 @@ func (s *Store) Settle(ctx context.Context, cdr store.CDR) (store.Account, error
 		batch.Queue(q.deleteSession, cdr.CallID)
 		batch.Queue(q.insertCDR, cdr.CallID, cdr.Account, cdr.Caller, cdr.Callee, cdr.Prefix, nullTime(cdr.Setup),
 			nullTime(cdr.Answer), store.TruncateTime(end), cdr.BilledSeconds, cdr.Cost, cdr.Cause, cdr.Node)
-		br := tx.SendBatch(ctx, batch)
+		br = tx.SendBatch(ctx, batch)
 		defer br.Close()
 		if out, err = scanAccount(br.QueryRow()); err != nil {
 			return err
@@ -190,10 +241,7 @@ func (s *Store) Settle(ctx context.Context, cdr store.CDR) (store.Account, error
 		_, err = br.Exec()
 		return err
 	})
-	if err != nil {
-		return store.Account{}, fmt.Errorf("postgres: settle %q: %w", cdr.CallID, err)
-	}
-	return out, nil
+	return out, err
 }
 
 // GetSession implements store.Sessions.
