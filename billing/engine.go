@@ -87,8 +87,9 @@ type Config struct {
 	// store. Defaults to 1 minute; negative disables reloading.
 	TariffRefresh time.Duration
 	// OnCutoff is called when a call must end because its money ran out
-	// or another node settled it. The call is already settled when it is
-	// called; the owner hangs up and may call Stop (which returns the CDR).
+	// or another node settled it. Cutoff.CDR is final: the engine writes
+	// the settlement right after the call returns, and a later Stop
+	// returns that CDR and charges nothing more.
 	// It is called from the engine's timer goroutines, never with a lock
 	// held, and must not block for long. Nil ignores cut-offs (use
 	// Cutoffs).
@@ -367,7 +368,7 @@ func (e *Engine) Start(ctx context.Context, c Call) error {
 			delete(e.calls, c.ID)
 		}
 	})
-	e.notify(cuts)
+	e.deliver(ctx, cuts)
 	if err != nil {
 		e.refused.Add(1)
 		return err
@@ -443,7 +444,7 @@ func (e *Engine) Stop(ctx context.Context, callID string, end time.Time, cause s
 	}
 	g.mu.Unlock()
 	e.release(g, func() {})
-	e.notify(cuts)
+	e.deliver(ctx, cuts)
 	if c == nil {
 		// Cut off or stopped concurrently: the first settlement stands.
 		e.mu.Lock()
@@ -457,9 +458,17 @@ func (e *Engine) Stop(ctx context.Context, callID string, end time.Time, cause s
 	return cdr, nil
 }
 
-// finish removes c from g, bills it up to end and settles it; a failed
-// settlement is queued for Serve to retry. The caller holds g.mu.
+// finish ends c and settles it. The caller holds g.mu.
 func (e *Engine) finish(ctx context.Context, g *group, c *call, end time.Time, cause string) store.CDR {
+	cdr := e.end(g, c, end, cause)
+	e.settle(ctx, cdr)
+	return cdr
+}
+
+// end removes c from g, bills it up to end, and records the CDR as the
+// call's for repeated Stops and as pending until settle succeeds. The
+// caller holds g.mu.
+func (e *Engine) end(g *group, c *call, end time.Time, cause string) store.CDR {
 	if end.Before(c.Answer) {
 		end = c.Answer
 	}
@@ -469,18 +478,37 @@ func (e *Engine) finish(ctx context.Context, g *group, c *call, end time.Time, c
 		Setup: c.Setup, Answer: c.Answer, End: end, BilledSeconds: secs, Cost: cost, Cause: cause, Node: e.cfg.Node,
 	}
 	delete(g.calls, c.ID)
-	_, err := e.st.Settle(ctx, cdr)
 	e.mu.Lock()
 	delete(e.calls, c.ID)
 	e.done[c.ID] = doneEntry{cdr: cdr, at: time.Now()}
-	if err != nil && !errors.Is(err, store.ErrNotFound) {
-		e.pending[c.ID] = cdr
-	}
+	e.pending[c.ID] = cdr
 	e.mu.Unlock()
-	if err != nil && !errors.Is(err, store.ErrNotFound) {
-		e.log.Warn("settlement deferred", "call", c.ID, "account", c.Account, "err", err)
-	}
 	return cdr
+}
+
+// settle writes an ended call's settlement; if the store fails it stays
+// pending for Serve to retry.
+func (e *Engine) settle(ctx context.Context, cdr store.CDR) {
+	_, err := e.st.Settle(ctx, cdr)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		e.log.Warn("settlement deferred", "call", cdr.CallID, "account", cdr.Account, "err", err)
+		return
+	}
+	e.mu.Lock()
+	delete(e.pending, cdr.CallID)
+	e.mu.Unlock()
+}
+
+// deliver tells the owner which calls must end, then settles them: the
+// owner hears first, so that the call ends as close to its horizon as the
+// timer fired, not a database round trip later.
+func (e *Engine) deliver(ctx context.Context, cuts []Cutoff) {
+	e.notify(cuts)
+	for _, c := range cuts {
+		if c.Cause != CauseLost {
+			e.settle(ctx, c.CDR)
+		}
+	}
 }
 
 func (e *Engine) notify(cuts []Cutoff) {
@@ -537,7 +565,7 @@ func (e *Engine) Refresh(ctx context.Context, account string) {
 	cuts := e.settleDue(ctx, g, now)
 	g.mu.Unlock()
 	e.release(g, func() {})
-	e.notify(cuts)
+	e.deliver(ctx, cuts)
 }
 
 // Stats returns the engine's counters.

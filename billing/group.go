@@ -26,6 +26,7 @@ type group struct {
 	horizon time.Time // the money reserved pays every call until here
 	full    bool      // horizon is a whole window away: money was not the limit
 	failed  bool      // the last renewal could not reach the store
+	checked bool      // the final check found no more money: cut at the horizon
 	timer   *time.Timer
 }
 
@@ -124,7 +125,7 @@ func (e *Engine) reserve(ctx context.Context, g *group, now time.Time, add *call
 		g.lost = append(g.lost, c)
 	}
 	if broke {
-		g.full = false
+		g.full, g.checked = false, true
 		e.schedule(g, now)
 		return nil
 	}
@@ -136,18 +137,31 @@ func (e *Engine) reserve(ctx context.Context, g *group, now time.Time, add *call
 		g.calls[add.ID] = add
 	}
 	g.horizon, g.full, g.failed = h, h.Equal(hi), false
+	g.checked = !g.full && !now.Before(h.Add(-e.finalLead()))
 	e.schedule(g, now)
 	return nil
 }
 
 // schedule sets the group's timer for its next renewal or final check.
-// The caller holds g.mu.
+// The final check runs a little before the money runs out, so that when it
+// finds no more the cut-off fires at the horizon itself, without a
+// database round trip in between. The caller holds g.mu.
 func (e *Engine) schedule(g *group, now time.Time) {
 	at := g.horizon
-	if g.full {
+	switch {
+	case g.full:
 		at = at.Add(-e.cfg.RenewBefore)
+	case !g.checked:
+		at = at.Add(-e.finalLead())
 	}
 	e.setTimer(g, at.Sub(now))
+}
+
+// finalLead is how long before the horizon the final check runs: long
+// enough for a store transaction, short enough that a top-up made in
+// between rarely misses it (the call then ends at the horizon anyway).
+func (e *Engine) finalLead() time.Duration {
+	return min(500*time.Millisecond, e.cfg.RenewBefore/2)
 }
 
 // scheduleRetry retries a failed renewal soon, but no later than the
@@ -158,7 +172,7 @@ func (e *Engine) scheduleRetry(g *group, now time.Time) {
 	if at.After(g.horizon) {
 		at = g.horizon
 	}
-	g.full, g.failed = false, true
+	g.full, g.failed, g.checked = false, true, false
 	e.setTimer(g, at.Sub(now))
 }
 
@@ -190,7 +204,7 @@ func (e *Engine) onTimer(g *group) {
 	defer cancel()
 	g.mu.Lock()
 	now := time.Now()
-	if len(g.calls) > 0 {
+	if len(g.calls) > 0 && !(g.checked && !now.Before(g.horizon)) {
 		if err := e.reserve(ctx, g, now, nil); err != nil {
 			e.log.Warn("renewal failed", "account", g.account, "calls", len(g.calls), "err", err)
 			e.scheduleRetry(g, now)
@@ -199,15 +213,15 @@ func (e *Engine) onTimer(g *group) {
 	cuts := e.settleDue(ctx, g, now)
 	g.mu.Unlock()
 	e.release(g, func() {})
-	e.notify(cuts)
+	e.deliver(ctx, cuts)
 }
 
 // storeTimeout bounds one store call made from a timer.
 const storeTimeout = 10 * time.Second
 
-// settleDue cuts off the calls whose money has run out at now, and those
-// another node settled, and returns what to tell the owner. The caller
-// holds g.mu.
+// settleDue ends the calls whose money has run out at now, and those
+// another node settled, and returns what to tell the owner; deliver then
+// settles them. The caller holds g.mu.
 func (e *Engine) settleDue(ctx context.Context, g *group, now time.Time) []Cutoff {
 	var cuts []Cutoff
 	for _, c := range g.lost {
@@ -231,7 +245,7 @@ func (e *Engine) settleDue(ctx context.Context, g *group, now time.Time) []Cutof
 		cause = CauseUnavailable
 	}
 	for _, c := range g.calls {
-		cdr := e.finish(ctx, g, c, c.reservedUntil, cause)
+		cdr := e.end(g, c, c.reservedUntil, cause)
 		e.cutOff.Add(1)
 		cuts = append(cuts, Cutoff{CallID: c.ID, Account: c.Account, At: cdr.End, Cause: cause, CDR: cdr})
 	}

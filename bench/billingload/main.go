@@ -53,8 +53,18 @@ func main() {
 	short := flag.Float64("short", 0.1, "fraction of accounts whose money runs out mid-call")
 	tariffs := flag.Int("tariffs", 100000, "prefixes in the rate table")
 	conns := flag.Int("conns", 8, "PostgreSQL pool size")
+	execMode := flag.String("exec-mode", "exec", "how pgx sends statements: exec (unnamed, PgBouncer-safe, the store's default) or cache (named prepared statements, direct connections only)")
 	flag.Parse()
-	if err := run(*backend, *dsn, *calls, *ramp, *duration, *hold, *window, *short, *tariffs, int32(*conns)); err != nil {
+	mode := pgx.QueryExecModeExec
+	switch *execMode {
+	case "exec":
+	case "cache":
+		mode = pgx.QueryExecModeCacheStatement
+	default:
+		fmt.Fprintln(os.Stderr, "billingload: -exec-mode: exec or cache")
+		os.Exit(2)
+	}
+	if err := run(*backend, *dsn, *calls, *ramp, *duration, *hold, *window, *short, *tariffs, int32(*conns), mode); err != nil {
 		fmt.Fprintln(os.Stderr, "billingload:", err)
 		os.Exit(1)
 	}
@@ -74,7 +84,7 @@ func (c *counter) TraceBatchStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceB
 func (c *counter) TraceBatchQuery(context.Context, *pgx.Conn, pgx.TraceBatchQueryData) { c.n.Add(1) }
 func (c *counter) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData)     {}
 
-func run(backend, dsn string, n int, ramp, duration, hold, window time.Duration, short float64, ntariffs int, conns int32) error {
+func run(backend, dsn string, n int, ramp, duration, hold, window time.Duration, short float64, ntariffs int, conns int32, mode pgx.QueryExecMode) error {
 	ctx := context.Background()
 	stmts := &counter{}
 	var st store.Billing
@@ -93,7 +103,7 @@ func run(backend, dsn string, n int, ramp, duration, hold, window time.Duration,
 		if err != nil {
 			return err
 		}
-		pc.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeExec
+		pc.ConnConfig.DefaultQueryExecMode = mode
 		pc.ConnConfig.Tracer = stmts
 		pc.MaxConns = conns
 		pgPool, err = pgxpool.NewWithConfig(ctx, pc)
@@ -202,6 +212,11 @@ func run(backend, dsn string, n int, ramp, duration, hold, window time.Duration,
 					continue
 				}
 				d := time.Duration(float64(hold) * (0.5 + r.Float64()))
+				if k == 0 {
+					// The first calls end at random, as if the node had
+					// been running: the churn is steady from the start.
+					d = time.Duration(float64(hold) * 1.5 * r.Float64())
+				}
 				t := time.NewTimer(d)
 				select {
 				case <-t.C:
