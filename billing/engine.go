@@ -379,20 +379,22 @@ func (e *Engine) Start(ctx context.Context, c Call) error {
 
 // release drops a user of g, and g itself once it has no calls and no
 // users, after running f under the engine's lock.
+//
+// Lock order is g.mu before e.mu, so release must not take g.mu. It does
+// not need to: with no users left, nobody holds g.mu or can take it before
+// taking e.mu first, and the last user's unlock of g.mu happened before
+// its release took e.mu.
 func (e *Engine) release(g *group, f func()) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	f()
 	g.users--
-	g.mu.Lock()
-	empty := len(g.calls) == 0
-	if empty && g.users == 0 && e.groups[g.account] == g {
+	if g.users == 0 && len(g.calls) == 0 && e.groups[g.account] == g {
 		if g.timer != nil {
 			g.timer.Stop()
 		}
 		delete(e.groups, g.account)
 	}
-	g.mu.Unlock()
 }
 
 // Stop ends a call at end (zero means now) with the owner's cause, settles

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -112,4 +113,46 @@ func TestPropertyMemory(t *testing.T) {
 			})
 		})
 	}
+}
+
+// TestConcurrentCalls runs many callers at once on two engines and a few
+// accounts, with the race detector watching, and checks the accounts when
+// they are done.
+func TestConcurrentCalls(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx := context.Background()
+		st := newStore(t, "c0", 2_000_000, 0)
+		addAccount(t, st, "c1", 2_000_000, 100_000)
+		e1, _, stop1 := run(t, st, "n1", billing.Config{Window: 10 * time.Second})
+		defer stop1()
+		e2, _, stop2 := run(t, st, "n2", billing.Config{Window: 10 * time.Second})
+		defer stop2()
+		var wg sync.WaitGroup
+		for w := range 16 {
+			wg.Go(func() {
+				rng := rand.New(rand.NewPCG(uint64(w), 1))
+				e := []*billing.Engine{e1, e2}[w%2]
+				for i := range 30 {
+					acc := fmt.Sprint("c", rng.IntN(2))
+					id := fmt.Sprintf("w%d-%d", w, i)
+					if rng.IntN(5) == 0 {
+						e.TopUp(ctx, acc, 50_000, id, "")
+					}
+					if err := e.Start(ctx, billing.Call{ID: id, Account: acc, Callee: "4930"}); err != nil {
+						continue
+					}
+					time.Sleep(time.Duration(rng.IntN(4000)) * time.Millisecond)
+					if _, err := e.Stop(ctx, id, time.Time{}, ""); err != nil {
+						t.Errorf("Stop %s: %v", id, err)
+					}
+				}
+			})
+		}
+		wg.Wait()
+		for _, id := range []string{"c0", "c1"} {
+			if a := checkAccount(t, st, id); a.Reserved != 0 {
+				t.Fatalf("account %s holds %d after every call", id, a.Reserved)
+			}
+		}
+	})
 }

@@ -69,14 +69,20 @@ func (e *Engine) Close() error {
 	}
 	e.closed = true
 	close(e.closeCh)
+	groups := make([]*group, 0, len(e.groups))
 	for _, g := range e.groups {
+		groups = append(groups, g)
+	}
+	e.mu.Unlock()
+	// g.mu is taken without e.mu held (the lock order is g.mu, then
+	// e.mu). A timer reset after this finds the engine closed and returns.
+	for _, g := range groups {
 		g.mu.Lock()
 		if g.timer != nil {
 			g.timer.Stop()
 		}
 		g.mu.Unlock()
 	}
-	e.mu.Unlock()
 	e.wg.Wait()
 	return nil
 }
