@@ -107,6 +107,14 @@ type Sessions interface {
 	// names another account. fn may run more than once and must not have
 	// side effects; its error is returned as is.
 	Reserve(ctx context.Context, account string, fn func(Account, []Session) ([]Session, error)) (Account, error)
+	// ReserveMany is Reserve for several accounts in one transaction, so
+	// that a node renews the reservations of many accounts at the cost of
+	// one. It locks the accounts in ID order (so two callers cannot
+	// deadlock), calls fn once per account in that order, and either
+	// writes every change or none: ErrNotFound if an account is missing,
+	// ErrInsufficientFunds or ErrInvalid if any account's change breaks
+	// Reserve's rules. It returns the accounts as written, in ID order.
+	ReserveMany(ctx context.Context, accounts []string, fn func(Account, []Session) ([]Session, error)) ([]Account, error)
 	// Settle ends session cdr.CallID in one transaction: it deletes the
 	// session (releasing its reservation), posts a ledger entry of kind
 	// EntryCall, key "call:" + CallID and amount -cdr.Cost, and stores cdr.

@@ -229,52 +229,78 @@ func (s *Store) ListTariffs(ctx context.Context) ([]store.Tariff, error) {
 // Reserve implements store.Sessions. fn runs under the store's lock, so it
 // must not call back into the store.
 func (s *Store) Reserve(ctx context.Context, account string, fn func(store.Account, []store.Session) ([]store.Session, error)) (store.Account, error) {
-	if err := ctx.Err(); err != nil {
-		return store.Account{}, err
-	}
-	b := s.lockBilling()
-	defer b.mu.Unlock()
-	a, ok := b.accounts[account]
-	if !ok {
-		return store.Account{}, fmt.Errorf("memory: reserve on %q: %w", account, store.ErrNotFound)
-	}
-	var open []store.Session
-	for _, ss := range b.sessions {
-		if ss.Account == account {
-			open = append(open, ss)
-		}
-	}
-	slices.SortFunc(open, func(x, y store.Session) int { return strings.Compare(x.ID, y.ID) })
-	changes, err := fn(a, slices.Clone(open))
+	as, err := s.ReserveMany(ctx, []string{account}, fn)
 	if err != nil {
 		return store.Account{}, err
 	}
-	reserved := a.Reserved
-	for _, c := range changes {
-		if err := c.Validate(); err != nil {
-			return store.Account{}, fmt.Errorf("memory: reserve on %q: %w", account, err)
+	return as[0], nil
+}
+
+// ReserveMany implements store.Sessions. fn runs under the store's lock,
+// so it must not call back into the store.
+func (s *Store) ReserveMany(ctx context.Context, accounts []string, fn func(store.Account, []store.Session) ([]store.Session, error)) ([]store.Account, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	ids := slices.Clone(accounts)
+	slices.Sort(ids)
+	ids = slices.Compact(ids)
+	b := s.lockBilling()
+	defer b.mu.Unlock()
+	type change struct {
+		a  store.Account
+		ss []store.Session
+	}
+	changes := make([]change, 0, len(ids))
+	for _, account := range ids {
+		a, ok := b.accounts[account]
+		if !ok {
+			return nil, fmt.Errorf("memory: reserve on %q: %w", account, store.ErrNotFound)
 		}
-		if c.Account != account {
-			return store.Account{}, fmt.Errorf("memory: reserve on %q: %w: session %q names account %q", account, store.ErrInvalid, c.ID, c.Account)
-		}
-		if old, ok := b.sessions[c.ID]; ok {
-			if old.Account != account {
-				return store.Account{}, fmt.Errorf("memory: reserve on %q: %w: session %q belongs to %q", account, store.ErrInvalid, c.ID, old.Account)
+		var open []store.Session
+		for _, ss := range b.sessions {
+			if ss.Account == account {
+				open = append(open, ss)
 			}
-			reserved -= old.Reserved
 		}
-		reserved += c.Reserved
+		slices.SortFunc(open, func(x, y store.Session) int { return strings.Compare(x.ID, y.ID) })
+		cs, err := fn(a, slices.Clone(open))
+		if err != nil {
+			return nil, err
+		}
+		reserved := a.Reserved
+		for _, c := range cs {
+			if err := c.Validate(); err != nil {
+				return nil, fmt.Errorf("memory: reserve on %q: %w", account, err)
+			}
+			if c.Account != account {
+				return nil, fmt.Errorf("memory: reserve on %q: %w: session %q names account %q", account, store.ErrInvalid, c.ID, c.Account)
+			}
+			if old, ok := b.sessions[c.ID]; ok {
+				if old.Account != account {
+					return nil, fmt.Errorf("memory: reserve on %q: %w: session %q belongs to %q", account, store.ErrInvalid, c.ID, old.Account)
+				}
+				reserved -= old.Reserved
+			}
+			reserved += c.Reserved
+		}
+		if reserved > a.Reserved && reserved > a.Balance+a.CreditLimit {
+			return nil, fmt.Errorf("memory: reserve on %q: %w", account, store.ErrInsufficientFunds)
+		}
+		a.Reserved = reserved
+		changes = append(changes, change{a, cs})
 	}
-	if reserved > a.Reserved && reserved > a.Balance+a.CreditLimit {
-		return store.Account{}, fmt.Errorf("memory: reserve on %q: %w", account, store.ErrInsufficientFunds)
+	out := make([]store.Account, len(changes))
+	now := store.TruncateTime(s.now())
+	for i, c := range changes {
+		for _, ss := range c.ss {
+			b.sessions[ss.ID] = truncSession(ss)
+		}
+		c.a.UpdatedAt = now
+		b.accounts[c.a.ID] = c.a
+		out[i] = c.a
 	}
-	for _, c := range changes {
-		b.sessions[c.ID] = truncSession(c)
-	}
-	a.Reserved = reserved
-	a.UpdatedAt = store.TruncateTime(s.now())
-	b.accounts[account] = a
-	return a, nil
+	return out, nil
 }
 
 func truncSession(c store.Session) store.Session {

@@ -1,18 +1,21 @@
 package postgres
 
-import "sync"
+import (
+	"strings"
+	"sync"
+)
 
 // billingQueries holds the billing statements with the schema filled in,
 // like queries. They are a pure function of the schema name, so they are
 // built once per schema on first use and shared by every Store of it.
 type billingQueries struct {
-	createAccount, getAccount, getAccountForUpdate, updateAccount, listAccounts, setReserved string
+	createAccount, getAccount, getAccountForUpdate, updateAccount, listAccounts string
 
 	creditBalance, insertEntry, getEntry, listEntries string
 
 	upsertTariffs, deleteTariffs, listTariffs string
 
-	sessionsOfAccount, upsertSession, getSession, sessionAccount, sessionHeld, deleteSession,
+	lockAccounts, sessionsOfAccounts, upsertSessions, setReservedMany, getSession, sessionAccount, sessionHeld, deleteSession,
 	listSessions, listNodeSessions, listExpired, renewLeases string
 
 	insertCDR, getCDR, listCDRs string
@@ -55,8 +58,6 @@ func newBillingQueries(schema string) *billingQueries {
 		updateAccount: `UPDATE ` + accounts + ` SET currency = $2, credit_limit = $3, disabled = $4,
 			updated_at = greatest(clock_timestamp(), updated_at) WHERE id = $1`,
 		listAccounts: `SELECT ` + accountCols + ` FROM ` + accounts + ` ORDER BY id COLLATE "C"`,
-		setReserved: `UPDATE ` + accounts + ` SET reserved = $2, updated_at = greatest(clock_timestamp(), updated_at)
-			WHERE id = $1 RETURNING ` + accountCols,
 
 		// Updating the balance first takes the account's row lock, so two
 		// posts with one key queue up and the second meets the conflict.
@@ -79,11 +80,17 @@ func newBillingQueries(schema string) *billingQueries {
 			WHERE t.prefix = d.prefix AND t.valid_from = d.valid_from`,
 		listTariffs: `SELECT ` + tariffCols + ` FROM ` + tariffs + ` ORDER BY prefix COLLATE "C", valid_from`,
 
-		sessionsOfAccount: `SELECT ` + sessionCols + ` FROM ` + sessions + ` WHERE account = $1 ORDER BY id COLLATE "C"`,
-		// The WHERE refuses to move a session to another account: the
-		// statement then affects no row, which Reserve reports.
-		upsertSession: `INSERT INTO ` + sessions + ` AS s (` + sessionCols + `)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)
+		lockAccounts: `SELECT ` + accountCols + ` FROM ` + accounts + ` WHERE id = ANY($1) ORDER BY id COLLATE "C" FOR UPDATE`,
+		sessionsOfAccounts: `SELECT ` + sessionCols + ` FROM ` + sessions + ` WHERE account = ANY($1)
+			ORDER BY account COLLATE "C", id COLLATE "C"`,
+		// All changed sessions of a batch in one statement, one array per
+		// column; the WHERE refuses to move a session to another account,
+		// which shows as fewer rows affected than sent.
+		upsertSessions: `INSERT INTO ` + sessions + ` AS s (` + sessionCols + `)
+			SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+				$7::timestamptz[], $8::timestamptz[], $9::int8[], $10::int8[], $11::int4[], $12::int4[], $13::int4[],
+				$14::text[], $15::timestamptz[], $16::timestamptz[], $17::int8[], $18::timestamptz[],
+				$19::timestamptz[], $20::timestamptz[])
 			ON CONFLICT (id) DO UPDATE SET node = EXCLUDED.node, caller = EXCLUDED.caller, callee = EXCLUDED.callee,
 				prefix = EXCLUDED.prefix, valid_from = EXCLUDED.valid_from, valid_until = EXCLUDED.valid_until,
 				price_per_minute = EXCLUDED.price_per_minute, connect_fee = EXCLUDED.connect_fee,
@@ -92,6 +99,10 @@ func newBillingQueries(schema string) *billingQueries {
 				answer = EXCLUDED.answer, reserved = EXCLUDED.reserved, reserved_until = EXCLUDED.reserved_until,
 				last_seen = EXCLUDED.last_seen, lease_until = EXCLUDED.lease_until
 			WHERE s.account = EXCLUDED.account`,
+		setReservedMany: `UPDATE ` + accounts + ` AS a SET reserved = u.reserved,
+			updated_at = greatest(clock_timestamp(), a.updated_at)
+			FROM unnest($1::text[], $2::int8[]) AS u(id, reserved) WHERE a.id = u.id
+			RETURNING ` + prefixed("a.", accountCols),
 		getSession:     `SELECT ` + sessionCols + ` FROM ` + sessions + ` WHERE id = $1`,
 		sessionAccount: `SELECT account FROM ` + sessions + ` WHERE id = $1`,
 		// Only the account row is locked: every writer of a session's
@@ -112,4 +123,13 @@ func newBillingQueries(schema string) *billingQueries {
 			AND ($2::timestamptz IS NULL OR end_time >= $2) AND ($3::timestamptz IS NULL OR end_time < $3)
 			ORDER BY end_time, call_id COLLATE "C"`,
 	}
+}
+
+// prefixed qualifies each column of a comma-separated list with p.
+func prefixed(p, cols string) string {
+	parts := strings.Split(cols, ",")
+	for i, c := range parts {
+		parts[i] = p + strings.TrimSpace(c)
+	}
+	return strings.Join(parts, ", ")
 }

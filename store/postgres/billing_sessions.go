@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -35,40 +37,73 @@ func collectSessions(rows pgx.Rows) ([]store.Session, error) {
 	return out, rows.Err()
 }
 
-func sessionArgs(ss store.Session) []any {
-	t := ss.Tariff
-	return []any{ss.ID, ss.Account, ss.Node, ss.Caller, ss.Callee,
-		t.Prefix, store.TruncateTime(t.ValidFrom), nullTime(t.ValidUntil), t.PricePerMinute, t.ConnectFee,
-		t.FirstIncrement, t.NextIncrement, t.MinDuration, t.Description,
-		nullTime(ss.Setup), store.TruncateTime(ss.Answer), ss.Reserved, store.TruncateTime(ss.ReservedUntil),
-		store.TruncateTime(ss.LastSeen), store.TruncateTime(ss.LeaseUntil)}
+// Reserve implements store.Sessions, as ReserveMany of one account.
+func (s *Store) Reserve(ctx context.Context, account string, fn func(store.Account, []store.Session) ([]store.Session, error)) (store.Account, error) {
+	as, err := s.ReserveMany(ctx, []string{account}, fn)
+	if err != nil {
+		return store.Account{}, err
+	}
+	return as[0], nil
 }
 
-// Reserve implements store.Sessions: one transaction that locks the
-// account row, reads its sessions, and writes the changed sessions and the
-// new reserved total in one pipelined batch.
-func (s *Store) Reserve(ctx context.Context, account string, fn func(store.Account, []store.Session) ([]store.Session, error)) (store.Account, error) {
+// sessionColumns are a batch of sessions as one array per column, for the
+// upsertSessions statement.
+type sessionColumns struct {
+	ids, accounts, nodes, callers, callees, prefixes, descs []string
+	froms, answers, untils, seens, leases                   []time.Time
+	validUntils, setups                                     []*time.Time
+	prices, fees, reserved                                  []int64
+	firsts, nexts, mins                                     []int32
+}
+
+func (c *sessionColumns) add(ss store.Session) {
+	t := ss.Tariff
+	c.ids, c.accounts, c.nodes = append(c.ids, ss.ID), append(c.accounts, ss.Account), append(c.nodes, ss.Node)
+	c.callers, c.callees = append(c.callers, ss.Caller), append(c.callees, ss.Callee)
+	c.prefixes, c.froms, c.validUntils = append(c.prefixes, t.Prefix), append(c.froms, store.TruncateTime(t.ValidFrom)), append(c.validUntils, nullTime(t.ValidUntil))
+	c.prices, c.fees = append(c.prices, t.PricePerMinute), append(c.fees, t.ConnectFee)
+	c.firsts, c.nexts, c.mins, c.descs = append(c.firsts, t.FirstIncrement), append(c.nexts, t.NextIncrement), append(c.mins, t.MinDuration), append(c.descs, t.Description)
+	c.setups, c.answers = append(c.setups, nullTime(ss.Setup)), append(c.answers, store.TruncateTime(ss.Answer))
+	c.reserved, c.untils = append(c.reserved, ss.Reserved), append(c.untils, store.TruncateTime(ss.ReservedUntil))
+	c.seens, c.leases = append(c.seens, store.TruncateTime(ss.LastSeen)), append(c.leases, store.TruncateTime(ss.LeaseUntil))
+}
+
+func (c *sessionColumns) args() []any {
+	return []any{c.ids, c.accounts, c.nodes, c.callers, c.callees, c.prefixes, c.froms, c.validUntils,
+		c.prices, c.fees, c.firsts, c.nexts, c.mins, c.descs, c.setups, c.answers, c.reserved, c.untils, c.seens, c.leases}
+}
+
+// ReserveMany implements store.Sessions in one transaction of four round
+// trips whatever the number of accounts: BEGIN; the account locks and their
+// sessions; every changed session and every reserved total, one statement
+// each; COMMIT.
+func (s *Store) ReserveMany(ctx context.Context, accounts []string, fn func(store.Account, []store.Session) ([]store.Session, error)) ([]store.Account, error) {
+	ids := slices.Clone(accounts)
+	slices.Sort(ids)
+	ids = slices.Compact(ids)
 	q := s.bq()
 	var (
 		fnErr error
-		out   store.Account
+		out   []store.Account
 	)
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		// One round trip: the lock, then the sessions it protects.
+		// One round trip: the locks, then (a statement later, so with a
+		// snapshot taken after them) the sessions they protect.
 		first := &pgx.Batch{}
-		first.Queue(q.getAccountForUpdate, account)
-		first.Queue(q.sessionsOfAccount, account)
+		first.Queue(q.lockAccounts, ids)
+		first.Queue(q.sessionsOfAccounts, ids)
 		br := tx.SendBatch(ctx, first)
-		a, err := scanAccount(br.QueryRow())
-		if errors.Is(err, pgx.ErrNoRows) {
-			br.Close()
-			return store.ErrNotFound
-		}
+		rows, err := br.Query()
 		if err != nil {
 			br.Close()
 			return err
 		}
-		rows, err := br.Query()
+		locked, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (store.Account, error) { return scanAccount(r) })
+		if err != nil {
+			br.Close()
+			return err
+		}
+		rows, err = br.Query()
 		if err != nil {
 			br.Close()
 			return err
@@ -81,61 +116,86 @@ func (s *Store) Reserve(ctx context.Context, account string, fn func(store.Accou
 		if err := br.Close(); err != nil {
 			return err
 		}
-		held := make(map[string]int64, len(open))
-		for _, ss := range open {
-			held[ss.ID] = ss.Reserved
+		if len(locked) != len(ids) {
+			for i, a := range locked {
+				if a.ID != ids[i] {
+					return fmt.Errorf("account %q: %w", ids[i], store.ErrNotFound)
+				}
+			}
+			return fmt.Errorf("account %q: %w", ids[len(locked)], store.ErrNotFound)
 		}
-		changes, err := fn(a, open)
-		if err != nil {
-			fnErr = err
-			return err
-		}
-		reserved := a.Reserved
-		for _, c := range changes {
-			if err := c.Validate(); err != nil {
+		var cols sessionColumns
+		reserved := make([]int64, len(locked))
+		k := 0
+		for i, a := range locked {
+			lo := k
+			for k < len(open) && open[k].Account == a.ID {
+				k++
+			}
+			mine := open[lo:k]
+			held := make(map[string]int64, len(mine))
+			for _, ss := range mine {
+				held[ss.ID] = ss.Reserved
+			}
+			changes, err := fn(a, slices.Clone(mine))
+			if err != nil {
+				fnErr = err
 				return err
 			}
-			if c.Account != account {
-				return fmt.Errorf("%w: session %q names account %q", store.ErrInvalid, c.ID, c.Account)
+			r := a.Reserved
+			for _, c := range changes {
+				if err := c.Validate(); err != nil {
+					return err
+				}
+				if c.Account != a.ID {
+					return fmt.Errorf("%w: session %q names account %q", store.ErrInvalid, c.ID, c.Account)
+				}
+				r += c.Reserved - held[c.ID]
+				cols.add(c)
 			}
-			reserved += c.Reserved - held[c.ID]
+			if r > a.Reserved && r > a.Balance+a.CreditLimit {
+				return fmt.Errorf("account %q: %w", a.ID, store.ErrInsufficientFunds)
+			}
+			reserved[i] = r
 		}
-		if reserved > a.Reserved && reserved > a.Balance+a.CreditLimit {
-			return store.ErrInsufficientFunds
+		second := &pgx.Batch{}
+		if len(cols.ids) > 0 {
+			second.Queue(q.upsertSessions, cols.args()...)
 		}
-		if len(changes) == 0 {
-			out = a
-			return nil
-		}
-		batch := &pgx.Batch{}
-		for _, c := range changes {
-			batch.Queue(q.upsertSession, sessionArgs(c)...)
-		}
-		batch.Queue(q.setReserved, account, reserved)
-		br = tx.SendBatch(ctx, batch)
-		for _, c := range changes {
+		second.Queue(q.setReservedMany, ids, reserved)
+		br = tx.SendBatch(ctx, second)
+		if len(cols.ids) > 0 {
 			tag, err := br.Exec()
 			if err != nil {
 				br.Close()
 				return err
 			}
-			if tag.RowsAffected() == 0 {
+			if int(tag.RowsAffected()) != len(cols.ids) {
 				br.Close()
-				return fmt.Errorf("%w: session %q belongs to another account", store.ErrInvalid, c.ID)
+				return fmt.Errorf("%w: a session belongs to another account", store.ErrInvalid)
 			}
 		}
-		out, err = scanAccount(br.QueryRow())
+		rows, err = br.Query()
 		if err != nil {
 			br.Close()
 			return err
 		}
-		return br.Close()
+		out, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (store.Account, error) { return scanAccount(r) })
+		if err != nil {
+			br.Close()
+			return err
+		}
+		if err := br.Close(); err != nil {
+			return err
+		}
+		slices.SortFunc(out, func(x, y store.Account) int { return strings.Compare(x.ID, y.ID) })
+		return nil
 	})
 	if fnErr != nil {
-		return store.Account{}, fnErr
+		return nil, fnErr
 	}
 	if err != nil {
-		return store.Account{}, fmt.Errorf("postgres: reserve on %q: %w", account, err)
+		return nil, fmt.Errorf("postgres: reserve on %d accounts: %w", len(ids), err)
 	}
 	return out, nil
 }

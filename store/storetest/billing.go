@@ -35,6 +35,9 @@ func RunBillingTests(t *testing.T, newStore func(t *testing.T) store.Billing) {
 		{"Leases", testLeases},
 		{"CDRFilter", testCDRFilter},
 		{"ConcurrentReserve", testConcurrentReserve},
+		{"ReserveMany", testReserveMany},
+		{"ReserveManyAllOrNothing", testReserveManyAllOrNothing},
+		{"ConcurrentReserveMany", testConcurrentReserveMany},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -543,5 +546,102 @@ func testConcurrentReserve(t *testing.T, s store.Billing) {
 	wg.Wait()
 	if a := checkLedger(t, s, "z"); won != 10 || a.Reserved != 1000 {
 		t.Fatalf("%d reservations of 100 won on 1000 (reserved %d); want 10", won, a.Reserved)
+	}
+}
+
+func testReserveMany(t *testing.T, s store.Billing) {
+	ctx := context.Background()
+	mkAccount(t, s, "m2", 1000, 0)
+	mkAccount(t, s, "m1", 1000, 0)
+	mkAccount(t, s, "m3", 1000, 0)
+	_, err := s.Reserve(ctx, "m2", func(store.Account, []store.Session) ([]store.Session, error) {
+		return []store.Session{mkSession("x", "m2", 100), mkSession("y", "m2", 200)}, nil
+	})
+	mustNil(t, err)
+	var seen []string
+	as, err := s.ReserveMany(ctx, []string{"m2", "m1", "m2"}, func(a store.Account, open []store.Session) ([]store.Session, error) {
+		seen = append(seen, a.ID)
+		switch a.ID {
+		case "m1":
+			if len(open) != 0 {
+				return nil, fmt.Errorf("m1 has %d sessions", len(open))
+			}
+			return []store.Session{mkSession("z", "m1", 400)}, nil
+		case "m2":
+			if len(open) != 2 || open[0].ID != "x" || open[1].ID != "y" {
+				return nil, fmt.Errorf("m2 sessions %+v", open)
+			}
+			open[0].Reserved = 50
+			return open[:1], nil
+		}
+		return nil, fmt.Errorf("unexpected account %q", a.ID)
+	})
+	mustNil(t, err)
+	if len(as) != 2 || as[0].ID != "m1" || as[0].Reserved != 400 || as[1].ID != "m2" || as[1].Reserved != 250 {
+		t.Fatalf("ReserveMany returned %+v", as)
+	}
+	if got := fmt.Sprint(seen[len(seen)-2:]); got != "[m1 m2]" {
+		t.Fatalf("fn called for %v, want each account once in ID order", seen)
+	}
+	checkLedger(t, s, "m1")
+	checkLedger(t, s, "m2")
+	_, err = s.ReserveMany(ctx, []string{"m1", "ghost"}, func(store.Account, []store.Session) ([]store.Session, error) { return nil, nil })
+	mustIs(t, err, store.ErrNotFound)
+}
+
+func testReserveManyAllOrNothing(t *testing.T, s store.Billing) {
+	ctx := context.Background()
+	mkAccount(t, s, "o1", 1000, 0)
+	mkAccount(t, s, "o2", 1000, 0)
+	_, err := s.ReserveMany(ctx, []string{"o1", "o2"}, func(a store.Account, _ []store.Session) ([]store.Session, error) {
+		if a.ID == "o1" {
+			return []store.Session{mkSession("fine", "o1", 500)}, nil
+		}
+		return []store.Session{mkSession("greedy", "o2", 1001)}, nil
+	})
+	mustIs(t, err, store.ErrInsufficientFunds)
+	for _, id := range []string{"o1", "o2"} {
+		if a := checkLedger(t, s, id); a.Reserved != 0 {
+			t.Fatalf("account %s holds %d after a refused batch", id, a.Reserved)
+		}
+	}
+	boom := errors.New("boom")
+	_, err = s.ReserveMany(ctx, []string{"o1", "o2"}, func(a store.Account, _ []store.Session) ([]store.Session, error) {
+		if a.ID == "o2" {
+			return nil, boom
+		}
+		return []store.Session{mkSession("fine", "o1", 500)}, nil
+	})
+	mustIs(t, err, boom)
+	if _, err := s.GetSession(ctx, "fine"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("a failed batch wrote a session: %v", err)
+	}
+}
+
+// testConcurrentReserveMany races batches over overlapping accounts in
+// different orders: they must neither deadlock nor lose a reservation.
+func testConcurrentReserveMany(t *testing.T, s store.Billing) {
+	ctx := context.Background()
+	ids := []string{"k0", "k1", "k2", "k3"}
+	for _, id := range ids {
+		mkAccount(t, s, id, 1_000_000, 0)
+	}
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Go(func() {
+			for i := range 5 {
+				batch := []string{ids[(w+i)%4], ids[(w+i+1)%4], ids[(w+3*i)%4]}
+				_, err := s.ReserveMany(ctx, batch, func(a store.Account, _ []store.Session) ([]store.Session, error) {
+					return []store.Session{mkSession(fmt.Sprintf("%s-w%d-%d", a.ID, w, i), a.ID, 10)}, nil
+				})
+				if err != nil {
+					t.Errorf("ReserveMany: %v", err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	for _, id := range ids {
+		checkLedger(t, s, id)
 	}
 }
