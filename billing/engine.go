@@ -81,6 +81,11 @@ type Config struct {
 	// Retry is how soon a failed reservation is tried again while a call
 	// still has reserved time left. Defaults to 1s.
 	Retry time.Duration
+	// BatchDelay is how long a routine renewal waits to be written
+	// together with the others that fall due meanwhile, in one store
+	// transaction. Defaults to 1s, or RenewBefore/4 if shorter; negative
+	// renews every account in its own transaction.
+	BatchDelay time.Duration
 	// MaxDuration caps what Authorize grants. Defaults to 4h.
 	MaxDuration time.Duration
 	// TariffRefresh is how often Serve reloads the rate table from the
@@ -133,7 +138,8 @@ type Stats struct {
 	Started            uint64
 	Stopped            uint64
 	CutOff             uint64
-	Renewals           uint64
+	Renewals           uint64 // reservations written, batched or not
+	RenewalBatches     uint64 // store transactions that renewed a batch
 	RenewalFailures    uint64
 	PendingSettlements int
 	Reconciled         uint64 // sessions of dead nodes (or of this node before a restart) settled
@@ -148,16 +154,18 @@ type Engine struct {
 	log   *slog.Logger
 	table atomic.Pointer[Table]
 
-	mu      sync.Mutex
-	groups  map[string]*group    // account → its live calls on this node
-	calls   map[string]*group    // call id → its group
-	done    map[string]doneEntry // recently ended calls, for idempotent Stop
-	pending map[string]store.CDR // settlements that failed, retried by Serve
-	closed  bool
-	closeCh chan struct{}
-	wg      sync.WaitGroup // timer callbacks in flight
+	mu         sync.Mutex
+	groups     map[string]*group    // account → its live calls on this node
+	calls      map[string]*group    // call id → its group
+	done       map[string]doneEntry // recently ended calls, for idempotent Stop
+	pending    map[string]store.CDR // settlements not yet written, retried by Serve
+	renewQ     map[*group]struct{}  // groups waiting for the next batch renewal
+	batchArmed bool
+	closed     bool
+	closeCh    chan struct{}
+	wg         sync.WaitGroup // timer callbacks in flight
 
-	authorized, refused, started, stopped, cutOff, renewals, renewFail, reconciled atomic.Uint64
+	authorized, refused, started, stopped, cutOff, renewals, renewFail, reconciled, batches atomic.Uint64
 }
 
 type doneEntry struct {
@@ -196,6 +204,9 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.Retry == 0 {
 		cfg.Retry = time.Second
 	}
+	if cfg.BatchDelay == 0 {
+		cfg.BatchDelay = min(time.Second, cfg.RenewBefore/4)
+	}
 	if cfg.MaxDuration == 0 {
 		cfg.MaxDuration = 4 * time.Hour
 	}
@@ -224,6 +235,7 @@ func New(cfg Config) (*Engine, error) {
 		calls:   make(map[string]*group),
 		done:    make(map[string]doneEntry),
 		pending: make(map[string]store.CDR),
+		renewQ:  make(map[*group]struct{}),
 		closeCh: make(chan struct{}),
 	}
 	e.table.Store(NewTable(nil))
@@ -577,7 +589,7 @@ func (e *Engine) Stats() Stats {
 	e.mu.Unlock()
 	s.Authorized, s.Refused, s.Started = e.authorized.Load(), e.refused.Load(), e.started.Load()
 	s.Stopped, s.CutOff, s.Renewals, s.RenewalFailures = e.stopped.Load(), e.cutOff.Load(), e.renewals.Load(), e.renewFail.Load()
-	s.Reconciled = e.reconciled.Load()
+	s.Reconciled, s.RenewalBatches = e.reconciled.Load(), e.batches.Load()
 	s.Tariffs = e.table.Load().Len()
 	return s
 }

@@ -3,6 +3,7 @@ package billing_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"testing"
@@ -451,6 +452,38 @@ func TestRefusals(t *testing.T) {
 		}
 		if s := e.Stats(); s.LiveCalls != 1 || s.Started != 1 || s.Refused != 8 {
 			t.Fatalf("stats %+v", s)
+		}
+	})
+}
+
+// Routine renewals of many accounts share one store transaction.
+func TestBatchedRenewals(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := newStore(t, "acc-0", 100_000_000, 0)
+		for i := 1; i < 20; i++ {
+			addAccount(t, st, fmt.Sprint("acc-", i), 100_000_000, 0)
+		}
+		e, cuts, stop := run(t, st, "n1", billing.Config{})
+		defer stop()
+		for i := range 20 {
+			start(t, e, fmt.Sprint("c", i), fmt.Sprint("acc-", i), "4930")
+			time.Sleep(50 * time.Millisecond)
+		}
+		time.Sleep(5 * time.Minute)
+		s := e.Stats()
+		if s.LiveCalls != 20 || s.CutOff != 0 || len(cuts.list) != 0 {
+			t.Fatalf("stats %+v", s)
+		}
+		// Every call renewed about six times in 5 minutes, in one batch
+		// per round.
+		if s.RenewalBatches == 0 || s.RenewalBatches > 10 || s.Renewals < 100 {
+			t.Fatalf("%d renewals in %d batches", s.Renewals, s.RenewalBatches)
+		}
+		for i := range 20 {
+			ss, err := st.GetSession(context.Background(), fmt.Sprint("c", i))
+			if err != nil || ss.ReservedUntil.Before(time.Now().Add(10*time.Second)) {
+				t.Fatalf("session %d: %+v, %v", i, ss, err)
+			}
 		}
 	})
 }

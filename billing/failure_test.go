@@ -42,6 +42,13 @@ func (f *flaky) Reserve(ctx context.Context, id string, fn func(store.Account, [
 	return f.Billing.Reserve(ctx, id, fn)
 }
 
+func (f *flaky) ReserveMany(ctx context.Context, ids []string, fn func(store.Account, []store.Session) ([]store.Session, error)) ([]store.Account, error) {
+	if err := f.err(); err != nil {
+		return nil, err
+	}
+	return f.Billing.ReserveMany(ctx, ids, fn)
+}
+
 func (f *flaky) Settle(ctx context.Context, cdr store.CDR) (store.Account, error) {
 	if err := f.err(); err != nil {
 		return store.Account{}, err
