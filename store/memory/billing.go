@@ -22,6 +22,7 @@ type billing struct {
 	seq      int64
 	tariffs  map[store.TariffKey]store.Tariff
 	sessions map[string]store.Session
+	byAcct   map[string]map[string]struct{} // account → its session ids
 	cdrs     map[string]store.CDR
 }
 
@@ -37,6 +38,7 @@ func (b *billing) init() {
 	b.keys = make(map[string]map[string]int)
 	b.tariffs = make(map[store.TariffKey]store.Tariff)
 	b.sessions = make(map[string]store.Session)
+	b.byAcct = make(map[string]map[string]struct{})
 	b.cdrs = make(map[string]store.CDR)
 }
 
@@ -258,10 +260,8 @@ func (s *Store) ReserveMany(ctx context.Context, accounts []string, fn func(stor
 			return nil, fmt.Errorf("memory: reserve on %q: %w", account, store.ErrNotFound)
 		}
 		var open []store.Session
-		for _, ss := range b.sessions {
-			if ss.Account == account {
-				open = append(open, ss)
-			}
+		for id := range b.byAcct[account] {
+			open = append(open, b.sessions[id])
 		}
 		slices.SortFunc(open, func(x, y store.Session) int { return strings.Compare(x.ID, y.ID) })
 		cs, err := fn(a, slices.Clone(open))
@@ -295,6 +295,10 @@ func (s *Store) ReserveMany(ctx context.Context, accounts []string, fn func(stor
 	for i, c := range changes {
 		for _, ss := range c.ss {
 			b.sessions[ss.ID] = truncSession(ss)
+			if b.byAcct[ss.Account] == nil {
+				b.byAcct[ss.Account] = make(map[string]struct{})
+			}
+			b.byAcct[ss.Account][ss.ID] = struct{}{}
 		}
 		c.a.UpdatedAt = now
 		b.accounts[c.a.ID] = c.a
@@ -339,6 +343,12 @@ func (s *Store) Settle(ctx context.Context, cdr store.CDR) (store.Account, error
 		return store.Account{}, fmt.Errorf("memory: settle %q: %w", cdr.CallID, err)
 	}
 	delete(b.sessions, cdr.CallID)
+	if m := b.byAcct[ss.Account]; m != nil {
+		delete(m, cdr.CallID)
+		if len(m) == 0 {
+			delete(b.byAcct, ss.Account)
+		}
+	}
 	a := b.accounts[ss.Account]
 	a.Reserved -= ss.Reserved
 	b.accounts[ss.Account] = a
