@@ -192,15 +192,24 @@ server_ticks() {
 	done | awk '{ s += $1 } END { print s + 0 }'
 }
 
+# udp_drops prints how many datagrams the kernel has dropped so far on the
+# server's socket because its receive buffer was full.
+udp_drops() {
+	local port=${addr##*:}
+	awk -v p="$(printf ':%04X' "$port")" 'substr($2, length($2) - 4) == p { d += $NF } END { print d + 0 }' /proc/net/udp
+}
+
 # --- one step ------------------------------------------------------------------
 # run_sipp RATE CALLS LABEL: prints "offered achieved failed% p50 p99
-# sipp_cpu% server_cpu% retrans why" for one step (why: failure causes).
+# sipp_cpu% server_cpu% retrans drops why" for one step (drops: datagrams
+# the kernel dropped on the server's full socket; why: failure causes).
 run_sipp() {
 	local rate=$1 calls=$2 label=$3
 	local dir="$tmp/$label"
 	rm -rf "$dir" && mkdir -p "$dir"
-	local t0 t1 sipp_cpu
+	local t0 t1 d0 d1
 	t0=$(server_ticks)
+	d0=$(udp_drops)
 	# -l bounds the calls in flight at two seconds' worth: a server that
 	# falls behind makes sipp stop starting calls, which shows as a lower
 	# achieved rate rather than an ever-growing queue.
@@ -212,10 +221,11 @@ run_sipp() {
 		-trace_stat -stf stat.csv -fd 200ms -trace_rtt -rtt_freq 1000 \
 		-trace_err -error_file errors.log >sipp.out 2>&1 || true); } 2>"$dir/time"
 	t1=$(server_ticks)
+	d1=$(udp_drops)
 	local stat rtt
 	stat="$dir/stat.csv"
 	rtt=$(ls "$dir"/*_rtt.csv 2>/dev/null | head -1)
-	[ -s "$stat" ] || { echo "$rate 0 100 - - - - - no-statistics"; return; }
+	[ -s "$stat" ] || { echo "$rate 0 100 - - - - - - no-statistics"; return; }
 	local hz pct
 	hz=$(getconf CLK_TCK)
 	# Percentiles of the registration time (sipp's rtd counter 1, in ms).
@@ -225,7 +235,7 @@ run_sipp() {
 	# Achieved rate: successful registrations over the time sipp took to
 	# start them all (interpolated between its 200 ms statistics lines),
 	# so that the drain at the end of a step does not count against it.
-	awk -F';' -v calls="$calls" -v rate="$rate" -v t0="$t0" -v t1="$t1" -v hz="$hz" \
+	awk -F';' -v calls="$calls" -v rate="$rate" -v t0="$t0" -v t1="$t1" -v hz="$hz" -v drops=$((d1 - d0)) \
 		-v times="$(cat "$dir/time")" -v pct="$pct" '
 	function epoch(f,  a) { split(f, a, /[ \t]+/); return a[3] }
 	NR == 1 { next }
@@ -244,8 +254,8 @@ run_sipp() {
 		split(times, t, " ")
 		failed = created ? (created - ok) * 100 / created : 100
 		achieved = done > start ? ok / (done - start) : 0
-		printf "%d %.0f %.3f %s %.0f %.0f %d %s\n", rate, achieved, failed, pct,
-			(t[2] + t[3]) * 100 / t[1], (t1 - t0) / hz * 100 / t[1], retrans, why
+		printf "%d %.0f %.3f %s %.0f %.0f %d %d %s\n", rate, achieved, failed, pct,
+			(t[2] + t[3]) * 100 / t[1], (t1 - t0) / hz * 100 / t[1], retrans, drops, why
 	}' "$stat"
 }
 
@@ -282,13 +292,13 @@ bench() {
 	fi
 	echo
 	echo "== $name   (load before: $(uptime | sed 's/.*load average: //'))"
-	printf '%8s %9s %9s %8s %8s %9s %10s %7s %8s  %s\n' offered/s achieved/s failed% p50/ms p99/ms sipp-cpu% server-cpu% us/reg retrans result
+	printf '%8s %9s %9s %8s %8s %9s %10s %7s %8s %7s  %s\n' offered/s achieved/s failed% p50/ms p99/ms sipp-cpu% server-cpu% us/reg retrans drops result
 	best_rate[$name]=0
 	best_p99[$name]=-
 	for r in $rates; do
 		local line us ok=pass
 		line=$(run_sipp "$r" $((r * step)) "$name-$r")
-		read -r offered achieved failed p50 p99 scpu vcpu retrans why <<<"$line"
+		read -r offered achieved failed p50 p99 scpu vcpu retrans drops why <<<"$line"
 		if awk -v f="$failed" 'BEGIN { exit !(f >= 0.1) }'; then
 			ok="FAIL (>= 0.1% failed: $why)"
 		elif awk -v a="$achieved" -v o="$offered" 'BEGIN { exit !(a < 0.95 * o) }'; then
@@ -298,7 +308,7 @@ bench() {
 		# Server CPU time per registration: the figure least disturbed by
 		# other work on a shared machine.
 		us=$(awk -v c="$vcpu" -v a="$achieved" 'BEGIN { if (a > 0) printf "%.0f", c * 10000 / a; else print "-" }')
-		printf '%8s %9s %9s %8s %8s %9s %10s %7s %8s  %s\n' "$offered" "$achieved" "$failed" "$p50" "$p99" "$scpu" "$vcpu" "$us" "$retrans" "$ok"
+		printf '%8s %9s %9s %8s %8s %9s %10s %7s %8s %7s  %s\n' "$offered" "$achieved" "$failed" "$p50" "$p99" "$scpu" "$vcpu" "$us" "$retrans" "$drops" "$ok"
 		[ "$ok" = pass ] || break
 		best_rate[$name]=$achieved
 		best_p99[$name]=$p99
