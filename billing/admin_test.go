@@ -54,6 +54,7 @@ func TestLedgerAndCSV(t *testing.T) {
 		if _, err := e.Stop(ctx, "call-1", time.Time{}, "normal"); err != nil {
 			t.Fatal(err)
 		}
+		time.Sleep(2 * time.Second) // the batch settlement
 		es, err := e.Entries(ctx, "acc", time.Time{}, time.Time{})
 		if err != nil || len(es) != 2 {
 			t.Fatalf("entries %+v, %v", es, err)

@@ -81,10 +81,11 @@ type Config struct {
 	// Retry is how soon a failed reservation is tried again while a call
 	// still has reserved time left. Defaults to 1s.
 	Retry time.Duration
-	// BatchDelay is how long a routine renewal waits to be written
-	// together with the others that fall due meanwhile, in one store
+	// BatchDelay is how long a routine renewal, or the settlement of a
+	// call that hung up while its account had money to spare, waits to be
+	// written together with the others of that time, in one store
 	// transaction. Defaults to 1s, or RenewBefore/4 if shorter; negative
-	// renews every account in its own transaction.
+	// writes each in its own transaction, at once.
 	BatchDelay time.Duration
 	// MaxDuration caps what Authorize grants. Defaults to 4h.
 	MaxDuration time.Duration
@@ -154,16 +155,18 @@ type Engine struct {
 	log   *slog.Logger
 	table atomic.Pointer[Table]
 
-	mu         sync.Mutex
-	groups     map[string]*group    // account → its live calls on this node
-	calls      map[string]*group    // call id → its group
-	done       map[string]doneEntry // recently ended calls, for idempotent Stop
-	pending    map[string]store.CDR // settlements not yet written, retried by Serve
-	renewQ     map[*group]struct{}  // groups waiting for the next batch renewal
-	batchArmed bool
-	closed     bool
-	closeCh    chan struct{}
-	wg         sync.WaitGroup // timer callbacks in flight
+	mu          sync.Mutex
+	groups      map[string]*group    // account → its live calls on this node
+	calls       map[string]*group    // call id → its group
+	done        map[string]doneEntry // recently ended calls, for idempotent Stop
+	pending     map[string]store.CDR // settlements not yet written, retried by Serve
+	renewQ      map[*group]struct{}  // groups waiting for the next batch renewal
+	batchArmed  bool
+	settleQ     []store.CDR // hang-ups waiting for the next batch settlement
+	settleArmed bool
+	closed      bool
+	closeCh     chan struct{}
+	wg          sync.WaitGroup // timer callbacks in flight
 
 	authorized, refused, started, stopped, cutOff, renewals, renewFail, reconciled, batches atomic.Uint64
 }
@@ -445,7 +448,14 @@ func (e *Engine) Stop(ctx context.Context, callID string, end time.Time, cause s
 		if end.After(c.reservedUntil) {
 			end = c.reservedUntil
 		}
-		cdr = e.finish(ctx, g, c, end, cause)
+		scarce := !g.full
+		cdr = e.end(g, c, end, cause)
+		if scarce || e.cfg.BatchDelay < 0 {
+			// The others wait for this call's money: settle now.
+			e.settle(ctx, cdr)
+		} else {
+			e.queueSettlement(cdr)
+		}
 		e.stopped.Add(1)
 		if len(g.calls) > 0 && !g.full {
 			// The stopped call's unused money may extend the others.
@@ -510,6 +520,47 @@ func (e *Engine) settle(ctx context.Context, cdr store.CDR) {
 	}
 	e.mu.Lock()
 	delete(e.pending, cdr.CallID)
+	e.mu.Unlock()
+}
+
+// queueSettlement adds an ended call to the next batch of settlements,
+// written in one store transaction (store.Sessions.SettleMany). Until then
+// the call's money stays reserved, so nothing can spend it twice; if the
+// node dies first, the call is settled as a dead node's, up to its last
+// heartbeat.
+func (e *Engine) queueSettlement(cdr store.CDR) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.settleQ = append(e.settleQ, cdr)
+	if !e.settleArmed {
+		e.settleArmed = true
+		time.AfterFunc(e.cfg.BatchDelay, e.flushSettlements)
+	}
+}
+
+func (e *Engine) flushSettlements() {
+	e.mu.Lock()
+	e.settleArmed = false
+	q := e.settleQ
+	e.settleQ = nil
+	if e.closed || len(q) == 0 {
+		e.mu.Unlock()
+		return
+	}
+	e.wg.Add(1)
+	e.mu.Unlock()
+	defer e.wg.Done()
+	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	defer cancel()
+	if _, err := e.st.SettleMany(ctx, q); err != nil {
+		// They stay pending; Serve retries them one by one.
+		e.log.Warn("batch settlement failed", "calls", len(q), "err", err)
+		return
+	}
+	e.mu.Lock()
+	for _, cdr := range q {
+		delete(e.pending, cdr.CallID)
+	}
 	e.mu.Unlock()
 }
 

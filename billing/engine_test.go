@@ -326,6 +326,12 @@ func TestStopRefundsTheRest(t *testing.T) {
 		if err != nil || cdr.BilledSeconds != 11 || cdr.Cost != 220_000 || !cdr.End.Equal(t0.Add(10500*time.Millisecond)) {
 			t.Fatalf("Stop = %+v, %v", cdr, err)
 		}
+		// The settlement waits for the next batch; the money stays held
+		// until it is written.
+		if a := checkAccount(t, st, "acc"); a.Reserved != 1_200_000 {
+			t.Fatalf("before the batch: %+v", a)
+		}
+		time.Sleep(2 * time.Second)
 		a := checkAccount(t, st, "acc")
 		if a.Balance != 9_780_000 || a.Reserved != 0 {
 			t.Fatalf("after stop: %+v", a)

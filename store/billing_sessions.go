@@ -122,6 +122,11 @@ type Sessions interface {
 	// nothing, when the session does not exist, so of two nodes settling
 	// one call only one charges it.
 	Settle(ctx context.Context, cdr CDR) (Account, error)
+	// SettleMany is Settle for several calls in one transaction, so that a
+	// node writes the hang-ups of a second at the cost of one. Calls whose
+	// session does not exist are skipped and returned in missing; the
+	// others are all settled or, on error, none.
+	SettleMany(ctx context.Context, cdrs []CDR) (missing []string, err error)
 	// GetSession returns one open session, or ErrNotFound.
 	GetSession(ctx context.Context, id string) (Session, error)
 	// ListSessions returns the open sessions of node (of every node when

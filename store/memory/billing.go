@@ -2,6 +2,7 @@ package memory
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -326,22 +327,62 @@ func (s *Store) Settle(ctx context.Context, cdr store.CDR) (store.Account, error
 	}
 	b := s.lockBilling()
 	defer b.mu.Unlock()
+	if err := b.checkSettle(cdr); err != nil {
+		return store.Account{}, err
+	}
+	return b.settle(cdr, s.now()), nil
+}
+
+// SettleMany implements store.Sessions.
+func (s *Store) SettleMany(ctx context.Context, cdrs []store.CDR) ([]string, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	b := s.lockBilling()
+	defer b.mu.Unlock()
+	var missing []string
+	var ok []store.CDR
+	seen := make(map[string]bool, len(cdrs))
+	for _, cdr := range cdrs {
+		err := b.checkSettle(cdr)
+		switch {
+		case errors.Is(err, store.ErrNotFound) || seen[cdr.CallID]:
+			missing = append(missing, cdr.CallID)
+			continue
+		case err != nil:
+			return nil, err
+		}
+		seen[cdr.CallID] = true
+		ok = append(ok, cdr)
+	}
+	for _, cdr := range ok {
+		b.settle(cdr, s.now())
+	}
+	return missing, nil
+}
+
+// checkSettle reports whether cdr can be settled; the caller holds mu.
+func (b *billing) checkSettle(cdr store.CDR) error {
 	ss, ok := b.sessions[cdr.CallID]
 	if !ok {
-		return store.Account{}, fmt.Errorf("memory: settle %q: %w", cdr.CallID, store.ErrNotFound)
+		return fmt.Errorf("memory: settle %q: %w", cdr.CallID, store.ErrNotFound)
 	}
+	if _, dup := b.keys[ss.Account][store.CallKey(cdr.CallID)]; dup {
+		return fmt.Errorf("memory: settle %q: %w: ledger already holds its debit", cdr.CallID, store.ErrExists)
+	}
+	return nil
+}
+
+// settle writes a checked settlement; the caller holds mu.
+func (b *billing) settle(cdr store.CDR, now time.Time) store.Account {
+	ss := b.sessions[cdr.CallID]
 	cdr.Account = ss.Account
 	e := store.LedgerEntry{Account: ss.Account, Key: store.CallKey(cdr.CallID), Kind: store.EntryCall,
 		Amount: -cdr.Cost, CallID: cdr.CallID, Time: cdr.End}
 	if e.Time.IsZero() {
-		e.Time = s.now()
+		e.Time = now
 	}
-	if err := e.Validate(); err != nil {
-		return store.Account{}, fmt.Errorf("memory: settle %q: %w", cdr.CallID, err)
-	}
-	if _, err := b.post(e, s.now()); err != nil {
-		return store.Account{}, fmt.Errorf("memory: settle %q: %w", cdr.CallID, err)
-	}
+	b.post(e, now)
 	delete(b.sessions, cdr.CallID)
 	if m := b.byAcct[ss.Account]; m != nil {
 		delete(m, cdr.CallID)
@@ -353,7 +394,7 @@ func (s *Store) Settle(ctx context.Context, cdr store.CDR) (store.Account, error
 	a.Reserved -= ss.Reserved
 	b.accounts[ss.Account] = a
 	b.cdrs[cdr.CallID] = truncCDR(cdr)
-	return a, nil
+	return a
 }
 
 // GetSession implements store.Sessions.

@@ -19,6 +19,8 @@ type billingQueries struct {
 	listSessions, listNodeSessions, listExpired, renewLeases string
 
 	insertCDR, getCDR, listCDRs string
+
+	sessionsHeldMany, insertEntries, deleteSessions, insertCDRs, creditMany string
 }
 
 var billingQueryCache sync.Map // quoted schema → *billingQueries
@@ -117,6 +119,18 @@ func newBillingQueries(schema string) *billingQueries {
 		renewLeases: `UPDATE ` + sessions + ` SET last_seen = least($2, reserved_until), lease_until = $3
 			WHERE node = $1`,
 
+		sessionsHeldMany: `SELECT id, account, reserved FROM ` + sessions + ` WHERE id = ANY($1)`,
+		insertEntries: `INSERT INTO ` + ledger + ` (account, key, kind, amount, balance, call_id, note, time)
+			SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::int8[], $6::text[], $7::text[],
+				$8::timestamptz[])
+			ON CONFLICT (account, key) DO NOTHING`,
+		deleteSessions: `DELETE FROM ` + sessions + ` WHERE id = ANY($1)`,
+		insertCDRs: `INSERT INTO ` + cdrs + ` (` + cdrCols + `)
+			SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[],
+				$7::timestamptz[], $8::timestamptz[], $9::int8[], $10::int8[], $11::text[], $12::text[])`,
+		creditMany: `UPDATE ` + accounts + ` AS a SET balance = a.balance + u.amount, reserved = a.reserved - u.held,
+			updated_at = greatest(clock_timestamp(), a.updated_at)
+			FROM unnest($1::text[], $2::int8[], $3::int8[]) AS u(id, amount, held) WHERE a.id = u.id`,
 		insertCDR: `INSERT INTO ` + cdrs + ` (` + cdrCols + `) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`,
 		getCDR:    `SELECT ` + cdrCols + ` FROM ` + cdrs + ` WHERE call_id = $1`,
 		listCDRs: `SELECT ` + cdrCols + ` FROM ` + cdrs + ` WHERE ($1 = '' OR account = $1)

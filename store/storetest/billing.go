@@ -38,6 +38,7 @@ func RunBillingTests(t *testing.T, newStore func(t *testing.T) store.Billing) {
 		{"ReserveMany", testReserveMany},
 		{"ReserveManyAllOrNothing", testReserveManyAllOrNothing},
 		{"ConcurrentReserveMany", testConcurrentReserveMany},
+		{"SettleMany", testSettleMany},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -643,5 +644,49 @@ func testConcurrentReserveMany(t *testing.T, s store.Billing) {
 	wg.Wait()
 	for _, id := range ids {
 		checkLedger(t, s, id)
+	}
+}
+
+func testSettleMany(t *testing.T, s store.Billing) {
+	ctx := context.Background()
+	mkAccount(t, s, "s1", 10_000, 0)
+	mkAccount(t, s, "s2", 10_000, 0)
+	_, err := s.ReserveMany(ctx, []string{"s1", "s2"}, func(a store.Account, _ []store.Session) ([]store.Session, error) {
+		if a.ID == "s1" {
+			return []store.Session{mkSession("a", "s1", 1000), mkSession("b", "s1", 2000)}, nil
+		}
+		return []store.Session{mkSession("c", "s2", 3000)}, nil
+	})
+	mustNil(t, err)
+	cdr := func(id, acct string, cost int64) store.CDR {
+		return store.CDR{CallID: id, Account: acct, Caller: "x", Callee: "49", Prefix: "49", Answer: t0,
+			End: t0.Add(time.Duration(cost) * time.Millisecond), BilledSeconds: cost / 100, Cost: cost, Cause: "normal", Node: "n1"}
+	}
+	missing, err := s.SettleMany(ctx, []store.CDR{cdr("b", "s1", 700), cdr("ghost", "s1", 5), cdr("c", "s2", 300), cdr("a", "s1", 100), cdr("a", "s1", 100)})
+	mustNil(t, err)
+	if fmt.Sprint(missing) != "[ghost a]" {
+		t.Fatalf("missing %v, want [ghost a] (unknown, and a repeat)", missing)
+	}
+	a1, a2 := checkLedger(t, s, "s1"), checkLedger(t, s, "s2")
+	if a1.Balance != 10_000-800 || a1.Reserved != 0 || a2.Balance != 10_000-300 || a2.Reserved != 0 {
+		t.Fatalf("after SettleMany: %+v %+v", a1, a2)
+	}
+	es, err := s.ListEntries(ctx, "s1", time.Time{}, time.Time{})
+	mustNil(t, err)
+	if len(es) != 3 || es[1].Balance+es[2].Balance != (10_000-700)+(10_000-800) {
+		t.Fatalf("running balances of the entries: %+v", es)
+	}
+	c, err := s.GetCDR(ctx, "c")
+	mustNil(t, err)
+	if c.Cost != 300 || c.Account != "s2" || c.Node != "n1" {
+		t.Fatalf("CDR %+v", c)
+	}
+	missing, err = s.SettleMany(ctx, []store.CDR{cdr("a", "s1", 1)})
+	mustNil(t, err)
+	if len(missing) != 1 {
+		t.Fatalf("settled twice: missing %v", missing)
+	}
+	if a := checkLedger(t, s, "s1"); a.Balance != 10_000-800 {
+		t.Fatalf("balance %d after a repeated settlement", a.Balance)
 	}
 }
