@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/icholy/digest"
+
 	"github.com/talkpad/talkpad/registrar"
 )
 
@@ -275,5 +277,76 @@ func TestAdmin(t *testing.T) {
 	}
 	if l := get("/api/lookup?aor=sip:alice@127.0.0.1"); !strings.Contains(l, `"Transport":"udp"`) {
 		t.Fatalf("lookup: %s", l)
+	}
+}
+
+// TestUDPRetransmission: over UDP REGISTER is answered statelessly; a
+// retransmitted authenticated REGISTER gets the very same answer, not a
+// replay refusal, and other methods still reach sipgo.
+func TestUDPRetransmission(t *testing.T) {
+	s := startServer(t, baseConfig(t, "alice,secret"))
+	c, err := net.Dial("udp", s.udpAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	local := c.LocalAddr().String()
+	exchange := func(msg string) string {
+		t.Helper()
+		if _, err := c.Write([]byte(msg)); err != nil {
+			t.Fatal(err)
+		}
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		buf := make([]byte, 4096)
+		n, err := c.Read(buf)
+		if err != nil {
+			t.Fatalf("no answer to\n%s: %v", msg, err)
+		}
+		return string(buf[:n])
+	}
+	reg := func(branch string, cseq int, auth string) string {
+		m := "REGISTER sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP " + local + ";branch=" + branch + ";rport\r\n" +
+			"Max-Forwards: 70\r\nFrom: <sip:alice@127.0.0.1>;tag=a1\r\nTo: <sip:alice@127.0.0.1>\r\nCall-ID: retrans-test\r\n" +
+			fmt.Sprintf("CSeq: %d REGISTER\r\n", cseq) + "Contact: <sip:alice@" + local + ">\r\n"
+		if auth != "" {
+			m += "Authorization: " + auth + "\r\n"
+		}
+		return m + "Content-Length: 0\r\n\r\n"
+	}
+	first := exchange(reg("z9hG4bK-1", 1, ""))
+	if !strings.HasPrefix(first, "SIP/2.0 401") {
+		t.Fatalf("first REGISTER: %s", first)
+	}
+	var chal *digest.Challenge
+	for _, line := range strings.Split(first, "\r\n") {
+		if v, ok := strings.CutPrefix(line, "WWW-Authenticate: "); ok {
+			if c, err := digest.ParseChallenge(v); err == nil && c.Algorithm == "MD5" {
+				chal = c
+			}
+		}
+	}
+	if chal == nil {
+		t.Fatalf("no MD5 challenge in %s", first)
+	}
+	cred, err := digest.Digest(chal, digest.Options{Method: "REGISTER", URI: "sip:127.0.0.1", Username: "alice", Password: "secret", Count: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	authReq := reg("z9hG4bK-2", 2, cred.String())
+	ok1 := exchange(authReq)
+	ok2 := exchange(authReq) // a retransmission: same branch, same nc
+	if !strings.HasPrefix(ok1, "SIP/2.0 200") || ok1 != ok2 {
+		t.Fatalf("answer and retransmission answer differ:\n%s\n---\n%s", ok1, ok2)
+	}
+	if !strings.Contains(ok1, "rport=") || !strings.Contains(ok1, "received=127.0.0.1") {
+		t.Errorf("Via without rport/received: %s", ok1)
+	}
+	opt := exchange("OPTIONS sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP " + local + ";branch=z9hG4bK-3;rport\r\n" +
+		"Max-Forwards: 70\r\nFrom: <sip:alice@127.0.0.1>;tag=a1\r\nTo: <sip:127.0.0.1>\r\nCall-ID: opt-test\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n")
+	if !strings.HasPrefix(opt, "SIP/2.0 200") {
+		t.Fatalf("OPTIONS: %s", opt)
+	}
+	if st := s.Registrar().Stats(); st.Auth.Replay != 0 || st.Registrations != 1 {
+		t.Errorf("stats = %+v", st)
 	}
 }

@@ -187,8 +187,11 @@ func run(ctx context.Context, cfg config, ready func(listening)) error {
 		conn := pc
 		if stunSrv != nil {
 			// STUN keep-alives of RFC 5626 on the SIP port.
-			conn = stunSrv.ShareConn(pc)
+			conn = stunSrv.ShareConn(conn)
 		}
+		// REGISTERs are answered statelessly on every core; sipgo gets the
+		// rest.
+		conn = reg.StatelessUDP(conn, 0)
 		closers = append(closers, conn)
 		serve("SIP UDP", func() error { return srv.ServeUDP(conn) })
 	}
