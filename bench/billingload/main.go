@@ -16,6 +16,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	crand "crypto/rand"
 	"encoding/hex"
@@ -105,7 +106,10 @@ func run(backend, dsn string, n int, ramp, duration, hold, window time.Duration,
 		}
 		pc.ConnConfig.DefaultQueryExecMode = mode
 		pc.ConnConfig.Tracer = stmts
-		pc.MaxConns = conns
+		pc.MaxConns, pc.MinConns = conns, conns
+		// Named, so that the PostgreSQL backends serving this run can be
+		// told from those of anything else on the server.
+		pc.ConnConfig.RuntimeParams["application_name"] = appName
 		pgPool, err = pgxpool.NewWithConfig(ctx, pc)
 		if err != nil {
 			return err
@@ -181,18 +185,21 @@ func run(backend, dsn string, n int, ramp, duration, hold, window time.Duration,
 
 	lctx, stopLoad := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	var failures atomic.Int64
+	var failures, topUpErrs atomic.Int64 // refused Starts, failed top-ups
 	for i := range n {
 		wg.Go(func() {
 			r := rand.New(rand.NewPCG(uint64(i), 7))
 			acct := fmt.Sprint("acct-", i)
-			topUp := func(k int) {
+			tops := 0
+			topUp := func(int) {
+				tops++
+				k := tops
 				amount := int64(rich)
 				if i < shortSlots {
 					amount = int64(70+r.IntN(100)) * 10_000 // 70-170 s at the dearest rate
 				}
 				if _, err := e.TopUp(lctx, acct, amount, fmt.Sprint("t", k), ""); err != nil && lctx.Err() == nil {
-					failures.Add(1)
+					topUpErrs.Add(1)
 				}
 			}
 			topUp(0)
@@ -236,7 +243,7 @@ func run(backend, dsn string, n int, ramp, duration, hold, window time.Duration,
 
 	time.Sleep(ramp)
 	fmt.Printf("ramped up: %d live calls\n", e.Stats().LiveCalls)
-	s0, c0, pg0, x0 := e.Stats(), cpuSelf(), cpuPostgres(), xacts(ctx, pgPool)
+	s0, c0, pg0, x0, o0 := e.Stats(), cpuSelf(), cpuPostgres(), xacts(ctx, pgPool), cpuOurs(ctx, pgPool)
 	q0 := stmts.n.Load()
 	lateMu.Lock()
 	late = late[:0]
@@ -250,7 +257,7 @@ func run(backend, dsn string, n int, ramp, duration, hold, window time.Duration,
 		minLive, maxLive = min(minLive, l), max(maxLive, l)
 	}
 	el := time.Since(t0)
-	s1, c1, pg1, x1 := e.Stats(), cpuSelf(), cpuPostgres(), xacts(ctx, pgPool)
+	s1, c1, pg1, x1, o1 := e.Stats(), cpuSelf(), cpuPostgres(), xacts(ctx, pgPool), cpuOurs(ctx, pgPool)
 	q1 := stmts.n.Load()
 	stopLoad()
 	wg.Wait()
@@ -269,19 +276,66 @@ func run(backend, dsn string, n int, ramp, duration, hold, window time.Duration,
 	sec := el.Seconds()
 	engineCPU := (c1 - c0).Seconds() / sec * 100
 	pgCPU := (pg1 - pg0).Seconds() / sec * 100
+	oursCPU := (o1 - o0).Seconds() / sec * 100
 	fmt.Printf("store=%s calls=%d live=%d..%d window=%v duration=%v\n", backend, n, minLive, maxLive, window, el.Round(time.Second))
-	fmt.Printf("  calls started %.0f/s, stopped %.0f/s, cut off %.0f/s, renewals %.0f/s, failures %d\n",
+	fmt.Printf("  calls started %.0f/s, stopped %.0f/s, cut off %.0f/s, renewals %.0f/s in %.1f batches/s; %d Starts refused, %d top-ups failed\n",
 		float64(s1.Started-s0.Started)/sec, float64(s1.Stopped-s0.Stopped)/sec, float64(s1.CutOff-s0.CutOff)/sec,
-		float64(s1.Renewals-s0.Renewals)/sec, failures.Load())
+		float64(s1.Renewals-s0.Renewals)/sec, float64(s1.RenewalBatches-s0.RenewalBatches)/sec, failures.Load(), topUpErrs.Load())
 	if pgPool != nil {
-		fmt.Printf("  database: %.0f statements/s, %.0f transactions/s\n", float64(q1-q0)/sec, float64(x1-x0)/sec)
+		fmt.Printf("  database: %.0f statements/s from this run; %.0f transactions/s in the database (every client)\n", float64(q1-q0)/sec, float64(x1-x0)/sec)
 	}
-	fmt.Printf("  CPU: this process %.1f%% of one core, PostgreSQL %.1f%%, together %.1f%%\n", engineCPU, pgCPU, engineCPU+pgCPU)
+	fmt.Printf("  CPU: this process %.1f%% of one core; PostgreSQL for this run %.1f%% (all postgres processes on the machine %.1f%%); together %.1f%%\n",
+		engineCPU, oursCPU, pgCPU, engineCPU+oursCPU)
 	fmt.Printf("  cut-off lateness over %d cut-offs: p50 %v, p99 %v, max %v\n", len(late), pct(0.5), pct(0.99), pct(1))
 	fmt.Printf("RESULT store=%s calls=%d stmts_per_s=%.0f cpu_pct_total=%.1f late_p99_ms=%.1f late_max_ms=%.1f\n",
-		backend, n, float64(q1-q0)/sec, engineCPU+pgCPU, float64(pct(0.99))/1e6, float64(pct(1))/1e6)
+		backend, n, float64(q1-q0)/sec, engineCPU+oursCPU, float64(pct(0.99))/1e6, float64(pct(1))/1e6)
 	lateMu.Unlock()
 	return nil
+}
+
+const appName = "talkpad-billingload"
+
+// cpuOurs sums the CPU time of the PostgreSQL backends serving this run
+// and of the server's shared writers (WAL writer, checkpointer, background
+// writer), which work for every client but mostly for the busiest.
+func cpuOurs(ctx context.Context, pool *pgxpool.Pool) time.Duration {
+	if pool == nil {
+		return 0
+	}
+	rows, err := pool.Query(ctx, `SELECT pid FROM pg_stat_activity WHERE application_name = $1
+		OR backend_type IN ('walwriter', 'checkpointer', 'background writer')`, appName)
+	if err != nil {
+		return 0
+	}
+	pids, err := pgx.CollectRows(rows, pgx.RowTo[int32])
+	if err != nil {
+		return 0
+	}
+	var total time.Duration
+	for _, pid := range pids {
+		total += cpuOf(fmt.Sprintf("/proc/%d/stat", pid))
+	}
+	return total
+}
+
+// cpuOf reads a process's user and system CPU time from its stat file.
+func cpuOf(path string) time.Duration {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	end := strings.LastIndexByte(s, ')')
+	if end < 0 {
+		return 0
+	}
+	f := strings.Fields(s[end+2:])
+	if len(f) < 13 {
+		return 0
+	}
+	u, _ := strconv.ParseInt(f[11], 10, 64)
+	k, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(u+k) * time.Second / 100 // USER_HZ
 }
 
 func cpuSelf() time.Duration {
@@ -294,27 +348,18 @@ func cpuSelf() time.Duration {
 // machine (the server and its backends), from /proc. Backends that ended
 // in between are missed; the pool keeps its connections, so there are few.
 func cpuPostgres() time.Duration {
-	dirs, _ := filepath.Glob("/proc/[0-9]*/stat")
-	var ticks int64
-	for _, p := range dirs {
+	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
+	var total time.Duration
+	for _, p := range stats {
 		b, err := os.ReadFile(p)
 		if err != nil {
 			continue
 		}
-		s := string(b)
-		open, end := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
-		if open < 0 || end < open || s[open+1:end] != "postgres" {
-			continue
+		if open, end := bytes.IndexByte(b, '('), bytes.LastIndexByte(b, ')'); open >= 0 && end > open && string(b[open+1:end]) == "postgres" {
+			total += cpuOf(p)
 		}
-		f := strings.Fields(s[end+2:])
-		if len(f) < 13 {
-			continue
-		}
-		u, _ := strconv.ParseInt(f[11], 10, 64)
-		k, _ := strconv.ParseInt(f[12], 10, 64)
-		ticks += u + k
 	}
-	return time.Duration(ticks) * time.Second / 100 // USER_HZ
+	return total
 }
 
 func xacts(ctx context.Context, pool *pgxpool.Pool) int64 {
