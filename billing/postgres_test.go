@@ -71,12 +71,19 @@ var quick = billing.Config{Window: 2 * time.Second, RenewBefore: 500 * time.Mill
 // either call's price is left.
 func TestTwoEnginesPostgres(t *testing.T) {
 	dsn := pgtest.DSN(t)
+	t.Run("direct", func(t *testing.T) { twoEngines(t, dsn, dsn) })
+	// The second node through PgBouncer in transaction pooling mode.
+	t.Run("pgbouncer", func(t *testing.T) { twoEngines(t, dsn, pgtest.PgBouncer(t, dsn)) })
+}
+
+func twoEngines(t *testing.T, dsn, dsn2 string) {
 	schema := pgtest.Schema(t, dsn)
-	st1, st2 := openPG(t, dsn, schema), openPG(t, dsn, schema)
+	st1 := openPG(t, dsn, schema)
 	ctx := context.Background()
 	if err := st1.UpsertTariffs(ctx, []store.Tariff{fast}); err != nil {
 		t.Fatal(err)
 	}
+	st2 := openPG(t, dsn2, schema)
 	addAccount(t, st1, "shared", 500_000, 0) // 5 call-seconds in all
 	e1, cuts1, _ := realEngine(t, st1, "n1", quick)
 	e2, cuts2, _ := realEngine(t, st2, "n2", quick)
