@@ -493,3 +493,20 @@ func TestBatchedRenewals(t *testing.T) {
 		}
 	})
 }
+
+// Close writes the settlements still waiting for their batch.
+func TestCloseFlushesSettlements(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := newStore(t, "acc", 10_000_000, 0)
+		e, _, stop := run(t, st, "n1", billing.Config{})
+		start(t, e, "a", "acc", "4930")
+		time.Sleep(10 * time.Second)
+		if _, err := e.Stop(context.Background(), "a", time.Time{}, ""); err != nil {
+			t.Fatal(err)
+		}
+		stop()
+		if a := checkAccount(t, st, "acc"); a.Reserved != 0 || a.Balance != 10_000_000-200_000 {
+			t.Fatalf("after Close: %+v", a)
+		}
+	})
+}

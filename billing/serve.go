@@ -57,10 +57,11 @@ func (e *Engine) isClosed() bool {
 	return e.closed
 }
 
-// Close stops the engine's timers and waits for those running. Live calls
-// are neither stopped nor settled: their sessions stay in the store with
-// their reservations, and this node's next run (or another node, once the
-// leases lapse) settles them up to their last known point.
+// Close stops the engine's timers, waits for those running and writes the
+// settlements still waiting for their batch. Live calls are neither
+// stopped nor settled: their sessions stay in the store with their
+// reservations, and this node's next run (or another node, once the leases
+// lapse) settles them up to their last known point.
 func (e *Engine) Close() error {
 	e.mu.Lock()
 	if e.closed {
@@ -84,6 +85,19 @@ func (e *Engine) Close() error {
 		g.mu.Unlock()
 	}
 	e.wg.Wait()
+	// Hang-ups waiting for their batch are written now, so that a clean
+	// stop leaves only live calls behind.
+	e.mu.Lock()
+	q := e.settleQ
+	e.settleQ = nil
+	e.mu.Unlock()
+	if len(q) > 0 {
+		ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+		defer cancel()
+		if _, err := e.st.SettleMany(ctx, q); err != nil {
+			e.log.Warn("cannot write the last settlements; they settle as a dead node's calls", "calls", len(q), "err", err)
+		}
+	}
 	return nil
 }
 
