@@ -488,3 +488,15 @@ func TestMalformedRequests(t *testing.T) {
 		}
 	}
 }
+
+// TestExpiryQueueStaysSmall: refreshing does not grow the expiry queue.
+func TestExpiryQueueStaysSmall(t *testing.T) {
+	e := newEnv(t, nil, nil)
+	u := newUA("alice")
+	for range 50 {
+		wantStatus(t, u.register(t, e, []string{"<sip:alice@10.0.0.2>"}), 200)
+	}
+	if n := e.reg.table.exp.len(); n != 1 {
+		t.Fatalf("expiry queue holds %d entries for one binding refreshed 50 times", n)
+	}
+}

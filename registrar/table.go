@@ -379,11 +379,13 @@ func (t *table) expiryLoop() {
 	}
 }
 
-// expiryQueue is a min-heap of expiry instants. A refresh pushes a new
-// item; the old one, with an older version, is skipped when it comes due.
+// expiryQueue is a min-heap of expiry instants with one entry per binding:
+// a refresh moves the binding's entry (heap.Fix) instead of adding one, so
+// the heap stays as large as the table however often clients refresh.
 type expiryQueue struct {
 	mu    sync.Mutex
 	items expiryHeap
+	index map[store.BindingKey]*expiryItem
 	wake  chan struct{}
 }
 
@@ -391,25 +393,44 @@ type expiryItem struct {
 	at      time.Time
 	id      store.BindingKey
 	version uint64
+	idx     int
 }
 
-type expiryHeap []expiryItem
+type expiryHeap []*expiryItem
 
 func (h expiryHeap) Len() int           { return len(h) }
 func (h expiryHeap) Less(i, j int) bool { return h[i].at.Before(h[j].at) }
-func (h expiryHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
-func (h *expiryHeap) Push(x any)        { *h = append(*h, x.(expiryItem)) }
+func (h expiryHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].idx, h[j].idx = i, j
+}
+func (h *expiryHeap) Push(x any) {
+	it := x.(*expiryItem)
+	it.idx = len(*h)
+	*h = append(*h, it)
+}
 func (h *expiryHeap) Pop() any {
 	old := *h
 	it := old[len(old)-1]
+	old[len(old)-1] = nil
 	*h = old[:len(old)-1]
 	return it
 }
 
 func (q *expiryQueue) push(at time.Time, id store.BindingKey, version uint64) {
 	q.mu.Lock()
-	earliest := len(q.items) == 0 || at.Before(q.items[0].at)
-	heap.Push(&q.items, expiryItem{at, id, version})
+	if q.index == nil {
+		q.index = make(map[store.BindingKey]*expiryItem)
+	}
+	if it := q.index[id]; it != nil {
+		it.at, it.version = at, version
+		heap.Fix(&q.items, it.idx)
+	} else {
+		it = &expiryItem{at: at, id: id, version: version}
+		heap.Push(&q.items, it)
+		q.index[id] = it
+	}
+	earliest := q.items[0].id == id
 	q.mu.Unlock()
 	if earliest {
 		select {
@@ -424,7 +445,9 @@ func (q *expiryQueue) popDue(now time.Time) []expiryItem {
 	defer q.mu.Unlock()
 	var due []expiryItem
 	for len(q.items) > 0 && !now.Before(q.items[0].at) {
-		due = append(due, heap.Pop(&q.items).(expiryItem))
+		it := heap.Pop(&q.items).(*expiryItem)
+		delete(q.index, it.id)
+		due = append(due, *it)
 	}
 	return due
 }
@@ -436,4 +459,10 @@ func (q *expiryQueue) next() (time.Time, bool) {
 		return time.Time{}, false
 	}
 	return q.items[0].at, true
+}
+
+func (q *expiryQueue) len() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.items)
 }
