@@ -13,6 +13,7 @@
 //	reg, _ := registrar.New(ctx, registrar.Config{Auth: auth, Store: bindings})
 //	defer reg.Close() // final flush
 //	srv.OnRegister(reg.ServeRegister)
+//	go srv.ServeUDP(reg.StatelessUDP(udpConn, 0)) // REGISTER on every core
 //	go srv.ServeTCP(reg.TrackListener(tcpListener, "tcp"))
 //	...
 //	bs, _ := reg.Lookup(ctx, "sip:alice@example.com")
