@@ -212,7 +212,9 @@ func run(backend, dsn string, n int, ramp, duration, hold, window time.Duration,
 				id := fmt.Sprintf("s%d-%d", i, k)
 				if err := e.Start(lctx, billing.Call{ID: id, Account: acct, Caller: "load", Callee: dest(r)}); err != nil {
 					if lctx.Err() == nil {
-						failures.Add(1)
+						if failures.Add(1) <= 3 {
+							fmt.Fprintln(os.Stderr, "Start refused:", err)
+						}
 						topUp(k + 1)
 						time.Sleep(time.Second)
 					}
@@ -278,7 +280,7 @@ func run(backend, dsn string, n int, ramp, duration, hold, window time.Duration,
 	pgCPU := (pg1 - pg0).Seconds() / sec * 100
 	oursCPU := (o1 - o0).Seconds() / sec * 100
 	fmt.Printf("store=%s calls=%d live=%d..%d window=%v duration=%v\n", backend, n, minLive, maxLive, window, el.Round(time.Second))
-	fmt.Printf("  calls started %.0f/s, stopped %.0f/s, cut off %.0f/s, renewals %.0f/s in %.1f batches/s; %d Starts refused, %d top-ups failed\n",
+	fmt.Printf("  calls started %.0f/s, stopped %.0f/s, cut off %.0f/s, renewals %.0f/s in %.1f batches/s; %d Starts refused (mostly accounts spent out, as the load intends), %d top-ups failed\n",
 		float64(s1.Started-s0.Started)/sec, float64(s1.Stopped-s0.Stopped)/sec, float64(s1.CutOff-s0.CutOff)/sec,
 		float64(s1.Renewals-s0.Renewals)/sec, float64(s1.RenewalBatches-s0.RenewalBatches)/sec, failures.Load(), topUpErrs.Load())
 	if pgPool != nil {
