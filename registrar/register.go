@@ -342,39 +342,50 @@ type update struct {
 // contact's Call-ID/CSeq check passes and the AOR stays within MaxContacts,
 // or nothing changes.
 func (r *Registrar) apply(req *sip.Request, upd *update, proto store.Binding, now time.Time) *sip.Response {
+	if r.cfg.Persistence != WriteThrough {
+		var res *sip.Response
+		r.table.update(proto.AOR, now, func(cur []store.Binding) ([]store.Binding, []change, bool) {
+			var next []store.Binding
+			var changes []change
+			next, changes, res = r.compute(req, upd, proto, cur, now)
+			return next, changes, res == nil
+		})
+		return res
+	}
+	// Write-through: the store write happens outside the lock, so commit
+	// checks that nobody changed the AOR meanwhile, and a lost race
+	// recomputes from the new state.
 	for attempt := 0; ; attempt++ {
 		cur, gen := r.table.snapshot(proto.AOR, now)
 		next, changes, res := r.compute(req, upd, proto, cur, now)
 		if res != nil {
 			return res
 		}
-		if r.cfg.Persistence == WriteThrough {
-			var ups []store.Binding
-			var dels []store.BindingKey
-			for _, c := range changes {
-				if c.kind == Removed {
-					dels = append(dels, c.b.ID())
-				} else {
-					ups = append(ups, c.b)
-				}
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			err := r.pers.writeThrough(ctx, ups, dels)
-			cancel()
-			if err != nil {
-				r.log.Warn("write-through failed", "aor", proto.AOR, "error", err)
-				res := r.reply(req, sip.StatusInternalServerError, "Location Store Unavailable")
-				res.AppendHeader(sip.NewHeader("Retry-After", "5"))
-				return res
+		var ups []store.Binding
+		var dels []store.BindingKey
+		for _, c := range changes {
+			if c.kind == Removed {
+				dels = append(dels, c.b.ID())
+			} else {
+				ups = append(ups, c.b)
 			}
 		}
-		// Only write-through leaves the lock between reading and writing,
-		// so only it needs the generation check; a lost race recomputes.
-		if r.table.commit(proto.AOR, gen, r.cfg.Persistence == WriteThrough, next, changes) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err := r.pers.writeThrough(ctx, ups, dels)
+		cancel()
+		if err != nil {
+			r.log.Warn("write-through failed", "aor", proto.AOR, "error", err)
+			res := r.reply(req, sip.StatusInternalServerError, "Location Store Unavailable")
+			res.AppendHeader(sip.NewHeader("Retry-After", "5"))
+			return res
+		}
+		if r.table.commit(proto.AOR, gen, true, next, changes) {
 			return nil
 		}
-		if attempt >= 3 {
-			return r.reply(req, sip.StatusInternalServerError, "Concurrent Update")
+		if attempt >= 10 {
+			res := r.reply(req, sip.StatusInternalServerError, "Concurrent Update")
+			res.AppendHeader(sip.NewHeader("Retry-After", "1"))
+			return res
 		}
 	}
 }

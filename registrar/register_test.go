@@ -2,8 +2,11 @@ package registrar
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -498,5 +501,33 @@ func TestExpiryQueueStaysSmall(t *testing.T) {
 	}
 	if n := e.reg.table.exp.len(); n != 1 {
 		t.Fatalf("expiry queue holds %d entries for one binding refreshed 50 times", n)
+	}
+}
+
+// TestConcurrentRegistersOfOneAOR: parallel REGISTERs of one AOR must not
+// overwrite each other, nor get past MaxContacts together.
+func TestConcurrentRegistersOfOneAOR(t *testing.T) {
+	for _, max := range []int{-1, 5} {
+		e := newEnv(t, func(c *Config) { c.Insecure, c.Auth, c.MaxContacts = true, nil, max }, nil)
+		const n = 50
+		var wg sync.WaitGroup
+		var ok atomic.Int32
+		for i := range n {
+			wg.Go(func() {
+				u := newUA("alice")
+				u.callID = fmt.Sprintf("par-%d", i)
+				if e.reg.Handle(u.build(t, []string{fmt.Sprintf("<sip:alice@10.0.%d.1>", i)}), testLocal).StatusCode == 200 {
+					ok.Add(1)
+				}
+			})
+		}
+		wg.Wait()
+		got := len(lookup(t, e, "sip:alice@example.com"))
+		if int(ok.Load()) != got {
+			t.Fatalf("MaxContacts %d: %d REGISTERs got 200 but %d bindings exist", max, ok.Load(), got)
+		}
+		if max > 0 && got > max {
+			t.Fatalf("MaxContacts %d exceeded: %d bindings", max, got)
+		}
 	}
 }

@@ -12,8 +12,11 @@ import (
 
 // table is the in-memory location table: the authority for every lookup.
 // It is sharded by AOR so that registrations of different users do not
-// contend; a change to one AOR happens under its shard's lock, so the checks
-// of RFC 3261 §10.3 and the update they guard are atomic.
+// contend; a change to one AOR is computed and applied under its shard's
+// lock (update), so the checks of RFC 3261 §10.3 and the update they guard
+// are atomic. Write-through, which must not hold a lock across its store
+// write, computes on a snapshot and commits only if the AOR's generation is
+// unchanged, else recomputes.
 type table struct {
 	r      *Registrar
 	seed   maphash.Seed
@@ -193,6 +196,46 @@ func (t *table) snapshot(aor string, now time.Time) ([]store.Binding, uint64) {
 	return live, e.gen
 }
 
+// update runs fn on aor's live bindings and applies its result, all under
+// the shard lock, so two REGISTERs of one AOR cannot both start from the
+// same state (RFC 3261 §10.3 steps 6-7 are atomic). Bindings found expired
+// but not yet swept are removed as Expired on the way. fn must not block.
+func (t *table) update(aor string, now time.Time, fn func(cur []store.Binding) ([]store.Binding, []change, bool)) {
+	sh := t.shard(aor)
+	sh.mu.Lock()
+	e := sh.aors[aor]
+	var live []store.Binding
+	var expired []change
+	if e != nil {
+		live = make([]store.Binding, 0, len(e.bindings))
+		for _, b := range e.bindings {
+			if b.Live(now) {
+				live = append(live, b.Clone())
+			} else {
+				expired = append(expired, change{kind: Expired, b: b})
+			}
+		}
+	}
+	next, changes, ok := fn(live)
+	if !ok {
+		sh.mu.Unlock()
+		return
+	}
+	if len(next) == 0 {
+		delete(sh.aors, aor)
+	} else {
+		if e == nil {
+			e = &aorEntry{}
+			sh.aors[aor] = e
+		}
+		e.bindings = next
+		e.gen++
+	}
+	evs := t.record(append(expired, changes...))
+	sh.mu.Unlock()
+	t.r.emit(evs)
+}
+
 // commit replaces aor's bindings with next if the entry is still at
 // generation gen (or gen is ignored when check is false), and records the
 // changes: expiry queue, connection index, dirty set, counters. Watchers
@@ -252,6 +295,7 @@ func (t *table) record(changes []change) []Event {
 		case Removed:
 			t.r.stats.removed.Add(1)
 			t.indexConn(c.b, false)
+			t.exp.remove(c.b.ID())
 		case Expired:
 			t.r.stats.expired.Add(1)
 			t.indexConn(c.b, false)
@@ -265,7 +309,9 @@ func (t *table) record(changes []change) []Event {
 }
 
 func (t *table) indexConn(b store.Binding, add bool) {
-	if t.r.cfg.NotConnectionBound || !connBound(b.Transport) || !b.Received.IsValid() {
+	// A binding that came through a proxy (Path) is reached through that
+	// route, not through the proxy's connection to us.
+	if t.r.cfg.NotConnectionBound || !connBound(b.Transport) || !b.Received.IsValid() || len(b.Path) > 0 {
 		return
 	}
 	k := connKey{b.Transport, b.Received}
@@ -437,6 +483,16 @@ func (q *expiryQueue) push(at time.Time, id store.BindingKey, version uint64) {
 		case q.wake <- struct{}{}:
 		default:
 		}
+	}
+}
+
+// remove forgets id's entry (the binding was removed before expiring).
+func (q *expiryQueue) remove(id store.BindingKey) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if it := q.index[id]; it != nil {
+		heap.Remove(&q.items, it.idx)
+		delete(q.index, id)
 	}
 }
 

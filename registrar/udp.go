@@ -22,7 +22,7 @@ import (
 //
 // A REGISTER needs no transaction: its first attempt is answered with a
 // challenge whose nonce is stateless, so a retransmission may get a new one,
-// and the final answers to authenticated REGISTERs are remembered for 8 to
+// and the 2xx answers to authenticated REGISTERs are remembered for 8 to
 // 16 seconds by Via branch and source, so that a retransmission gets the
 // same answer instead of being refused as a nonce-count replay.
 //
@@ -153,7 +153,10 @@ func (s *statelessConn) register(parser *sip.Parser, data []byte, from net.Addr,
 	out.Reset()
 	res.StringWrite(out)
 	b := out.Bytes()
-	if sh != nil && res.StatusCode >= 200 {
+	// Only successes: a retransmission of a refused REGISTER may be
+	// refused again, and caching every answer to any Authorization would
+	// let anyone fill memory without logging in.
+	if sh != nil && res.StatusCode >= 200 && res.StatusCode < 300 {
 		b = bytes.Clone(b)
 		sh.put(key, b, time.Now())
 	}
