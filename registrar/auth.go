@@ -64,10 +64,12 @@ type AuthConfig struct {
 	// nonce-count and so cannot be protected against replay within the
 	// nonce lifetime. Defaults to false.
 	AllowNoQOP bool
-	// FailureLimit is how many failed authentications one source address
-	// (an IPv6 /64) may make within FailureWindow before its requests are
-	// refused unread with 403 until the window ends. Defaults to 10;
-	// negative disables the throttle.
+	// FailureLimit is how many failed authentications may come within
+	// FailureWindow from one source address (an IPv6 /64) for one user name
+	// (wrong passwords, replays), or from one source for unknown users and
+	// malformed headers, before such requests are refused unread with 403
+	// until the window ends. Defaults to 10; negative disables the
+	// throttle.
 	FailureLimit int
 	// FailureWindow defaults to one minute.
 	FailureWindow time.Duration
@@ -184,11 +186,14 @@ func (a *Authenticator) Stats() AuthStats {
 func (a *Authenticator) Authenticate(ctx context.Context, req *sip.Request, proxy bool) (store.Credential, *sip.Response) {
 	now := time.Now()
 	src := sourceAddr(req)
-	if a.thr.blocked(src.Addr(), now) {
+	throttled := func() (store.Credential, *sip.Response) {
 		a.stats.throttled.Add(1)
 		res := sip.NewResponseFromRequest(req, sip.StatusForbidden, "Too Many Failed Authentications", nil)
 		res.AppendHeader(sip.NewHeader("Retry-After", strconv.Itoa(int(a.cfg.FailureWindow/time.Second))))
 		return store.Credential{}, res
+	}
+	if a.thr.blocked(src.Addr(), "", now) {
+		return throttled()
 	}
 	hdrName := "Authorization"
 	if proxy {
@@ -197,13 +202,16 @@ func (a *Authenticator) Authenticate(ctx context.Context, req *sip.Request, prox
 	creds, found, err := a.findCredentials(req, hdrName)
 	if err != nil {
 		a.stats.malformed.Add(1)
-		a.thr.fail(src.Addr(), now)
+		a.thr.fail(src.Addr(), "", now)
 		a.log.Debug("malformed authorization", "source", src, "error", err)
 		return store.Credential{}, sip.NewResponseFromRequest(req, sip.StatusBadRequest, "Malformed "+hdrName, nil)
 	}
 	if !found {
 		a.stats.challenges.Add(1)
 		return store.Credential{}, a.challenge(req, proxy, false, now)
+	}
+	if a.thr.blocked(src.Addr(), creds.Username, now) {
+		return throttled()
 	}
 	issued, nonceOK := a.nonces.check(creds.Nonce)
 	if !nonceOK {
@@ -217,7 +225,7 @@ func (a *Authenticator) Authenticate(ctx context.Context, req *sip.Request, prox
 	case errors.Is(err, store.ErrNotFound):
 		// Same answer as a wrong password: no user enumeration.
 		a.stats.unknownUser.Add(1)
-		a.thr.fail(src.Addr(), now)
+		a.thr.fail(src.Addr(), "", now)
 		return store.Credential{}, a.challenge(req, proxy, false, now)
 	case err != nil:
 		a.stats.storeErr.Add(1)
@@ -228,7 +236,7 @@ func (a *Authenticator) Authenticate(ctx context.Context, req *sip.Request, prox
 	}
 	if !a.responseOK(creds, c, string(req.Method)) {
 		a.stats.wrong.Add(1)
-		a.thr.fail(src.Addr(), now)
+		a.thr.fail(src.Addr(), creds.Username, now)
 		a.log.Debug("wrong digest response", "user", creds.Username, "source", src)
 		return store.Credential{}, a.challenge(req, proxy, false, now)
 	}
@@ -241,7 +249,7 @@ func (a *Authenticator) Authenticate(ctx context.Context, req *sip.Request, prox
 	}
 	if creds.QOP != "" && !a.nc.use(creds.Nonce, uint32(creds.Nc), now, expires) {
 		a.stats.replay.Add(1)
-		a.thr.fail(src.Addr(), now)
+		a.thr.fail(src.Addr(), creds.Username, now)
 		a.log.Debug("replayed nonce-count", "user", creds.Username, "source", src, "nc", creds.Nc)
 		return store.Credential{}, a.challenge(req, proxy, false, now)
 	}

@@ -213,6 +213,11 @@ func TestThrottle(t *testing.T) {
 		attacker.pass = "secret-alice"
 		attacker.chal = nil
 		wantStatus(t, attacker.register(t, e, []string{"<sip:x@198.51.100.7>"}), 403)
+		// Bob behind the same address (a shared NAT) is not locked out by
+		// guesses at alice's password.
+		bob := newUA("bob")
+		bob.src = "198.51.100.7:5070"
+		wantStatus(t, bob.register(t, e, []string{"<sip:bob@198.51.100.7:5070>"}), 200)
 		// Alice from her own address is not locked out.
 		alice := newUA("alice")
 		wantStatus(t, alice.register(t, e, []string{"<sip:alice@10.0.0.2>"}), 200)

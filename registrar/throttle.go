@@ -6,18 +6,26 @@ import (
 	"time"
 )
 
-// throttle counts authentication failures per source and refuses a source
-// that failed too often within a window, so that a password scanner gets no
-// answers worth having. It is keyed by the source address only (IPv6 by its
-// /64, which one subscriber usually holds whole): failures from one address
-// never lock a user out at another.
+// throttle counts authentication failures and refuses what failed too
+// often within a window, so that a password scanner gets no answers worth
+// having. Wrong passwords count against the pair (source, user name);
+// unknown users and malformed headers against the source alone (a scanner
+// trying names). Sources are addresses, IPv6 by its /64 (which one
+// subscriber usually holds whole). Failures from one address never lock a
+// user out at another, and a scanner guessing one user's password behind a
+// shared NAT or proxy does not lock out the other users there.
 type throttle struct {
 	limit  int
 	window time.Duration
 	max    int // entries kept at most; the oldest windows go first
 
 	mu sync.Mutex
-	m  map[netip.Prefix]*failures
+	m  map[throttleKey]*failures
+}
+
+type throttleKey struct {
+	src  netip.Prefix
+	user string // "" counts the source as a whole
 }
 
 type failures struct {
@@ -26,10 +34,10 @@ type failures struct {
 }
 
 func newThrottle(limit int, window time.Duration, max int) *throttle {
-	return &throttle{limit: limit, window: window, max: max, m: make(map[netip.Prefix]*failures)}
+	return &throttle{limit: limit, window: window, max: max, m: make(map[throttleKey]*failures)}
 }
 
-func throttleKey(a netip.Addr) netip.Prefix {
+func sourcePrefix(a netip.Addr) netip.Prefix {
 	a = a.Unmap()
 	bits := 32
 	if a.Is6() {
@@ -39,13 +47,13 @@ func throttleKey(a netip.Addr) netip.Prefix {
 	return p
 }
 
-// blocked reports whether src has reached the failure limit in the current
-// window.
-func (t *throttle) blocked(src netip.Addr, now time.Time) bool {
+// blocked reports whether (src, user) has reached the failure limit in the
+// current window; user "" asks about the source as a whole.
+func (t *throttle) blocked(src netip.Addr, user string, now time.Time) bool {
 	if t == nil || t.limit <= 0 || !src.IsValid() {
 		return false
 	}
-	k := throttleKey(src)
+	k := throttleKey{sourcePrefix(src), user}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	f := t.m[k]
@@ -59,12 +67,13 @@ func (t *throttle) blocked(src netip.Addr, now time.Time) bool {
 	return f.n >= t.limit
 }
 
-// fail records one authentication failure from src.
-func (t *throttle) fail(src netip.Addr, now time.Time) {
-	if t == nil || t.limit <= 0 || !src.IsValid() {
+// fail records one authentication failure from src for user ("" for the
+// source as a whole).
+func (t *throttle) fail(src netip.Addr, user string, now time.Time) {
+	if t == nil || t.limit <= 0 || len(user) > 256 || !src.IsValid() {
 		return
 	}
-	k := throttleKey(src)
+	k := throttleKey{sourcePrefix(src), user}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	f := t.m[k]
@@ -81,7 +90,7 @@ func (t *throttle) fail(src netip.Addr, now time.Time) {
 // evict drops expired windows, and if none had expired, the oldest one, so
 // a flood of sources cannot grow the table without bound.
 func (t *throttle) evict(now time.Time) {
-	var oldestKey netip.Prefix
+	var oldestKey throttleKey
 	var oldest time.Time
 	for k, f := range t.m {
 		if now.Sub(f.start) >= t.window {
