@@ -66,6 +66,8 @@ func addrPortOf(a net.Addr) netip.AddrPort {
 // returns the response to send. ServeRegister is Handle plus sending; use
 // Handle directly to add headers or to answer through another layer.
 func (r *Registrar) Handle(req *sip.Request, local netip.AddrPort) *sip.Response {
+	r.inflight.RLock()
+	defer r.inflight.RUnlock()
 	if r.closed.Load() {
 		res := sip.NewResponseFromRequest(req, sip.StatusServiceUnavailable, "Shutting Down", nil)
 		res.AppendHeader(sip.NewHeader("Retry-After", "5"))

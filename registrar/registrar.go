@@ -115,11 +115,14 @@ type Registrar struct {
 	watchers map[int]func(Event)
 	watchID  int
 
-	stats   counters
-	closed  atomic.Bool
-	stop    chan struct{}
-	wg      sync.WaitGroup
-	closeMu sync.Mutex
+	stats counters
+	// inflight is held for reading by every REGISTER being handled, so
+	// that Shutdown's final flush comes after the last of them.
+	inflight sync.RWMutex
+	closed   atomic.Bool
+	stop     chan struct{}
+	wg       sync.WaitGroup
+	closeMu  sync.Mutex
 }
 
 // New returns a Registrar. With a Store, it loads the non-expired bindings
@@ -205,7 +208,10 @@ func (r *Registrar) Close() error {
 func (r *Registrar) Shutdown(ctx context.Context) error {
 	r.closeMu.Lock()
 	defer r.closeMu.Unlock()
-	if r.closed.Swap(true) {
+	r.inflight.Lock()
+	already := r.closed.Swap(true)
+	r.inflight.Unlock()
+	if already {
 		return nil
 	}
 	close(r.stop)
