@@ -101,8 +101,13 @@ func PgBouncer(t testing.TB, dsn string) string {
 		t.Fatal(err)
 	}
 	port := freePort(t)
+	password := ""
+	if cfg.Password != "" {
+		// A fresh cluster authenticates TCP logins with a password.
+		password = " password=" + cfg.Password
+	}
 	ini := fmt.Sprintf(`[databases]
-%s = host=%s port=%d dbname=%s user=%s
+%s = host=%s port=%d dbname=%s user=%s%s
 
 [pgbouncer]
 listen_addr = 127.0.0.1
@@ -115,7 +120,7 @@ default_pool_size = 10
 ignore_startup_parameters = extra_float_digits,search_path
 logfile = %s
 pidfile = %s
-`, cfg.Database, cfg.Host, cfg.Port, cfg.Database, cfg.User, port,
+`, cfg.Database, cfg.Host, cfg.Port, cfg.Database, cfg.User, password, port,
 		filepath.Join(dir, "pgbouncer.log"), filepath.Join(dir, "pgbouncer.pid"))
 	iniPath := filepath.Join(dir, "pgbouncer.ini")
 	if err := os.WriteFile(iniPath, []byte(ini), 0o644); err != nil {
