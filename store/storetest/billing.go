@@ -42,6 +42,9 @@ func RunBillingTests(t *testing.T, newStore func(t *testing.T) store.Billing) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			// Every subtest has a store of its own; in parallel they
+			// overlap the round trips of a database backend.
+			t.Parallel()
 			tt.run(t, newStore(t))
 		})
 	}
