@@ -150,18 +150,22 @@ func BenchmarkAuthorize(b *testing.B) {
 }
 
 // BenchmarkStartStop is one call's whole life on the memory store: the
-// reservation at answer and the settlement at hang-up.
+// reservation at answer and the settlement at hang-up (batched), over
+// 1,024 accounts.
 func BenchmarkStartStop(b *testing.B) {
 	ctx := context.Background()
 	st := memory.New()
 	if err := st.UpsertTariffs(ctx, []store.Tariff{de}); err != nil {
 		b.Fatal(err)
 	}
-	if err := st.CreateAccount(ctx, store.Account{ID: "a"}); err != nil {
-		b.Fatal(err)
-	}
-	if _, err := st.PostEntry(ctx, store.LedgerEntry{Account: "a", Key: "k", Kind: store.EntryTopUp, Amount: 1e15, Time: time.Now()}); err != nil {
-		b.Fatal(err)
+	for i := range 1024 {
+		id := fmt.Sprint("a", i)
+		if err := st.CreateAccount(ctx, store.Account{ID: id}); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := st.PostEntry(ctx, store.LedgerEntry{Account: id, Key: "k", Kind: store.EntryTopUp, Amount: 1e15, Time: time.Now()}); err != nil {
+			b.Fatal(err)
+		}
 	}
 	e, err := billing.New(billing.Config{Store: st, Node: "n", Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
@@ -175,7 +179,7 @@ func BenchmarkStartStop(b *testing.B) {
 	i := 0
 	for b.Loop() {
 		id := fmt.Sprint(i)
-		if err := e.Start(ctx, billing.Call{ID: id, Account: "a", Callee: "4930"}); err != nil {
+		if err := e.Start(ctx, billing.Call{ID: id, Account: fmt.Sprint("a", i&1023), Callee: "4930"}); err != nil {
 			b.Fatal(err)
 		}
 		if _, err := e.Stop(ctx, id, time.Time{}, ""); err != nil {
