@@ -72,6 +72,12 @@
 // first-come: a node holds at most one window ahead, and the other node's
 // calls end when what is left does not pay for their next increment.
 //
+// The calls of a group end together, when the money no longer pays for the
+// next step of all of them. With a coarse increment among them (60/60) the
+// step can be a whole minute of one call, so the group may end with less
+// than that minute's price left, which a per-second call alone could still
+// have spent; the account is never overdrawn either way.
+//
 // A hang-up settles at once when the account's other calls wait for its
 // money; otherwise it joins a batch written within Config.BatchDelay
 // (store.Sessions.SettleMany), its money held until then.
