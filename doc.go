@@ -26,9 +26,14 @@
 // relay is an RTP/RTCP relay for the calls whose media cannot go peer to
 // peer, with SDP rewriting and an rtpengine-compatible control protocol.
 //
-// Packages for prepaid billing (billing), back-to-back calls to carriers
-// (b2bua) and node failover (failover) build on these; b2bua consumes relay,
-// billing and failover only through interfaces it declares.
+// billing controls prepaid balances to the second: it authorizes a call for
+// as long as the account's money lasts, shares that money among the
+// account's live calls on every node, and tells its owner which call to end
+// and when; money moves in store transactions and is settled after crashes.
+//
+// Packages for back-to-back calls to carriers (b2bua) and node failover
+// (failover) build on these; b2bua consumes relay, billing and failover only
+// through interfaces it declares.
 //
 // # How they compose
 //

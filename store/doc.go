@@ -3,7 +3,9 @@
 //
 // Each domain has its own interface, declared here and implemented by every
 // backend: [Credentials] holds SIP digest secrets, [Bindings] is the location
-// service the registrar writes behind. Consumers ask only for the interface
+// service the registrar writes behind, and the billing interfaces (accounts,
+// ledger, tariffs, sessions, CDRs; [Billing] combines them) keep prepaid
+// money. Consumers ask only for the interface
 // they use, so a registrar needs a [Bindings] and a [Credentials], nothing
 // else, and a user may implement either against their own database.
 //
