@@ -3,7 +3,8 @@
 //
 // It implements every interface of package store with maps guarded by a
 // mutex, so it is safe for concurrent use and needs no set-up. It keeps
-// nothing on disk: a restart loses every credential and binding in it. Use it
+// nothing on disk: a restart loses every credential, binding, account
+// balance, reservation and CDR in it. Use it
 // for a single node that can afford that (registrations come back within one
 // registration interval, credentials are reloaded from a file), for tests, and
 // as the model a new backend's behaviour is checked against; use
