@@ -61,10 +61,19 @@ func (p *persister) flushLoop() {
 	}
 }
 
-// flush writes every dirty binding to the store.
+// flush writes every dirty binding to the store. In write-through mode,
+// where every change is already written, it deletes the expired rows.
 func (p *persister) flush(ctx context.Context) error {
 	p.flushMu.Lock()
 	defer p.flushMu.Unlock()
+	if p.r.cfg.Persistence == WriteThrough {
+		if _, err := p.r.cfg.Store.DeleteExpiredBindings(ctx, time.Now()); err != nil {
+			p.r.stats.flushErrors.Add(1)
+			return err
+		}
+		p.r.stats.flushes.Add(1)
+		return nil
+	}
 	p.mu.Lock()
 	if len(p.dirty) == 0 {
 		p.mu.Unlock()

@@ -381,7 +381,7 @@ func (r *Registrar) apply(req *sip.Request, upd *update, proto store.Binding, no
 			res.AppendHeader(sip.NewHeader("Retry-After", "5"))
 			return res
 		}
-		if r.table.commit(proto.AOR, gen, true, next, changes) {
+		if r.table.commit(proto.AOR, gen, true, next, changes, now) {
 			return nil
 		}
 		if attempt >= 10 {

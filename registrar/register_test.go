@@ -531,3 +531,23 @@ func TestConcurrentRegistersOfOneAOR(t *testing.T) {
 		}
 	}
 }
+
+// TestWriteThroughSweepsExpired: in write-through mode expired rows do not
+// pile up in the store.
+func TestWriteThroughSweepsExpired(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := memory.New()
+		e := newEnv(t, func(c *Config) { c.Store = st; c.Persistence = WriteThrough; c.FlushInterval = 5 * time.Second }, nil)
+		u := newUA("alice")
+		wantStatus(t, u.register(t, e, []string{"<sip:alice@10.0.0.2>;expires=60"}), 200)
+		time.Sleep(70 * time.Second)
+		synctest.Wait()
+		if n, _ := st.DeleteExpiredBindings(context.Background(), time.Now()); n != 0 {
+			t.Fatalf("%d expired rows were left in the store", n)
+		}
+		if bs, _ := st.ListBindings(context.Background(), u.aor, time.Now().Add(-time.Hour)); len(bs) != 0 {
+			t.Fatal("expired binding still stored")
+		}
+		e.reg.Close()
+	})
+}

@@ -191,7 +191,8 @@ func New(ctx context.Context, cfg Config) (*Registrar, error) {
 		r.log.Info("loaded bindings", "count", len(bs)-len(dead), "dropped_connection_bound", len(dead))
 	}
 	r.wg.Go(r.table.expiryLoop)
-	if cfg.Persistence == WriteBack {
+	if cfg.Persistence != MemoryOnly {
+		// Write-back flushes; write-through only sweeps expired rows.
 		r.wg.Go(r.pers.flushLoop)
 	}
 	return r, nil

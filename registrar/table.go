@@ -241,7 +241,7 @@ func (t *table) update(aor string, now time.Time, fn func(cur []store.Binding) (
 // changes: expiry queue, connection index, dirty set, counters. Watchers
 // hear of them after the lock is released, so a watcher may call Lookup.
 // It reports false when another update got there first.
-func (t *table) commit(aor string, gen uint64, check bool, next []store.Binding, changes []change) bool {
+func (t *table) commit(aor string, gen uint64, check bool, next []store.Binding, changes []change, now time.Time) bool {
 	sh := t.shard(aor)
 	sh.mu.Lock()
 	e := sh.aors[aor]
@@ -252,6 +252,17 @@ func (t *table) commit(aor string, gen uint64, check bool, next []store.Binding,
 	if check && cur != gen {
 		sh.mu.Unlock()
 		return false
+	}
+	if e != nil {
+		// Bindings that expired but were not swept yet leave with next;
+		// report them as the expiry loop would have.
+		var expired []change
+		for _, b := range e.bindings {
+			if !b.Live(now) {
+				expired = append(expired, change{kind: Expired, b: b})
+			}
+		}
+		changes = append(expired, changes...)
 	}
 	if len(next) == 0 {
 		delete(sh.aors, aor)
