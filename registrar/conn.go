@@ -40,6 +40,8 @@ func (l *trackedListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
+	// A new connection may reuse a closed one's address and port.
+	l.r.table.connOpened(connKey{l.transport, addrPortOf(c.RemoteAddr())})
 	return &trackedConn{Conn: c, l: l}, nil
 }
 

@@ -377,6 +377,12 @@ func TestConnectionBound(t *testing.T) {
 	if len(removed) != 1 || removed[0].Reason != "connection closed" {
 		t.Fatalf("removed events = %+v", removed)
 	}
+	// A REGISTER from that connection handled after it closed leaves
+	// nothing behind.
+	wantStatus(t, e.reg.Handle(ws.build(t, []string{"<sip:df7jal23@df7jal23ls0d.invalid;transport=ws>"}), testLocal), 200)
+	if bs := lookup(t, e, ws.aor); len(bs) != 1 || bs[0].Transport != "udp" {
+		t.Fatalf("a REGISTER from a closed connection left a binding: %+v", bs)
+	}
 }
 
 func TestWriteBack(t *testing.T) {

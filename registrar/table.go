@@ -32,6 +32,10 @@ type table struct {
 
 	connMu sync.Mutex
 	conns  map[connKey]map[store.BindingKey]struct{}
+	// closed remembers recently closed connections, so that a REGISTER
+	// that was being handled while its connection closed does not leave a
+	// binding nobody can reach.
+	closed map[connKey]time.Time
 }
 
 type shard struct {
@@ -221,6 +225,7 @@ func (t *table) update(aor string, now time.Time, fn func(cur []store.Binding) (
 		sh.mu.Unlock()
 		return
 	}
+	next, changes = t.admit(next, changes)
 	if len(next) == 0 {
 		delete(sh.aors, aor)
 	} else {
@@ -264,6 +269,7 @@ func (t *table) commit(aor string, gen uint64, check bool, next []store.Binding,
 		}
 		changes = append(expired, changes...)
 	}
+	next, changes = t.admit(next, changes)
 	if len(next) == 0 {
 		delete(sh.aors, aor)
 	} else {
@@ -278,6 +284,48 @@ func (t *table) commit(aor string, gen uint64, check bool, next []store.Binding,
 	sh.mu.Unlock()
 	t.r.emit(evs)
 	return true
+}
+
+// admit indexes the connections of added and refreshed bindings, under
+// the same lock that ConnClosed marks a connection closed with, and returns
+// next and changes without the bindings whose connection is already gone
+// (a refreshed one becomes a removal). Called with the AOR's shard lock.
+func (t *table) admit(next []store.Binding, changes []change) ([]store.Binding, []change) {
+	t.connMu.Lock()
+	defer t.connMu.Unlock()
+	var gone map[string]bool
+	out := changes[:0:0]
+	for _, c := range changes {
+		if c.kind != Added && c.kind != Refreshed {
+			out = append(out, c)
+			continue
+		}
+		k, bound := t.connOf(c.b)
+		if bound {
+			if at, dead := t.closed[k]; dead && time.Since(at) < closedMemory {
+				if gone == nil {
+					gone = make(map[string]bool)
+				}
+				gone[c.b.Key()] = true
+				if c.kind == Refreshed {
+					out = append(out, change{kind: Removed, b: c.old, reason: "connection closed"})
+				}
+				continue
+			}
+			t.indexLocked(k, c.b.ID(), true)
+		}
+		out = append(out, c)
+	}
+	if gone == nil {
+		return next, out
+	}
+	kept := next[:0:0]
+	for _, b := range next {
+		if !gone[b.Key()] {
+			kept = append(kept, b)
+		}
+	}
+	return kept, out
 }
 
 // record applies the side effects of changes that must happen with the
@@ -295,14 +343,12 @@ func (t *table) record(changes []change) []Event {
 		case Added:
 			t.r.stats.added.Add(1)
 			t.exp.push(c.b.Expires, c.b.ID(), c.b.Version)
-			t.indexConn(c.b, true)
 		case Refreshed:
 			t.r.stats.refreshed.Add(1)
 			t.exp.push(c.b.Expires, c.b.ID(), c.b.Version)
 			if c.old.Received != c.b.Received || c.old.Transport != c.b.Transport {
 				t.indexConn(c.old, false)
 			}
-			t.indexConn(c.b, true)
 		case Removed:
 			t.r.stats.removed.Add(1)
 			t.indexConn(c.b, false)
@@ -319,36 +365,73 @@ func (t *table) record(changes []change) []Event {
 	return evs
 }
 
-func (t *table) indexConn(b store.Binding, add bool) {
+// connOf returns the connection a binding is bound to, if it is.
+func (t *table) connOf(b store.Binding) (connKey, bool) {
 	// A binding that came through a proxy (Path) is reached through that
 	// route, not through the proxy's connection to us.
 	if t.r.cfg.NotConnectionBound || !connBound(b.Transport) || !b.Received.IsValid() || len(b.Path) > 0 {
+		return connKey{}, false
+	}
+	return connKey{b.Transport, b.Received}, true
+}
+
+func (t *table) indexConn(b store.Binding, add bool) {
+	k, ok := t.connOf(b)
+	if !ok {
 		return
 	}
-	k := connKey{b.Transport, b.Received}
 	t.connMu.Lock()
-	defer t.connMu.Unlock()
+	t.indexLocked(k, b.ID(), add)
+	t.connMu.Unlock()
+}
+
+func (t *table) indexLocked(k connKey, id store.BindingKey, add bool) {
 	m := t.conns[k]
 	if add {
 		if m == nil {
 			m = make(map[store.BindingKey]struct{})
 			t.conns[k] = m
 		}
-		m[b.ID()] = struct{}{}
+		m[id] = struct{}{}
 		return
 	}
 	if m != nil {
-		delete(m, b.ID())
+		delete(m, id)
 		if len(m) == 0 {
 			delete(t.conns, k)
 		}
 	}
 }
 
+// closedMemory is how long a closed connection is remembered: longer than
+// any REGISTER takes to handle, shorter than a client takes to come back
+// from the same address and port.
+const closedMemory = 30 * time.Second
+
+// connOpened forgets that a connection from k's peer closed: the address
+// and port are in use again.
+func (t *table) connOpened(k connKey) {
+	t.connMu.Lock()
+	delete(t.closed, k)
+	t.connMu.Unlock()
+}
+
 // connClosed removes every binding reachable only through the closed
 // connection.
 func (t *table) connClosed(k connKey, reason string) int {
+	now := time.Now()
 	t.connMu.Lock()
+	if t.closed == nil {
+		t.closed = make(map[connKey]time.Time)
+	}
+	if len(t.closed) >= 4096 {
+		for c, at := range t.closed {
+			if now.Sub(at) >= closedMemory {
+				delete(t.closed, c)
+			}
+		}
+	}
+	t.closed[k] = now
 	ids := make([]store.BindingKey, 0, len(t.conns[k]))
 	for id := range t.conns[k] {
 		ids = append(ids, id)
