@@ -89,31 +89,12 @@ func (s *Store) ReserveMany(ctx context.Context, accounts []string, fn func(stor
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		// One round trip: the locks, then (a statement later, so with a
 		// snapshot taken after them) the sessions they protect.
-		first := &pgx.Batch{}
-		first.Queue(q.lockAccounts, ids)
-		first.Queue(q.sessionsOfAccounts, ids)
-		br := tx.SendBatch(ctx, first)
-		rows, err := br.Query()
-		if err != nil {
-			br.Close()
+		var open []store.Session
+		locked, err := lockAccountsThen(ctx, tx, q.lockAccounts, ids, q.sessionsOfAccounts, ids, func(rows pgx.Rows) (err error) {
+			open, err = collectSessions(rows)
 			return err
-		}
-		locked, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (store.Account, error) { return scanAccount(r) })
+		})
 		if err != nil {
-			br.Close()
-			return err
-		}
-		rows, err = br.Query()
-		if err != nil {
-			br.Close()
-			return err
-		}
-		open, err := collectSessions(rows)
-		if err != nil {
-			br.Close()
-			return err
-		}
-		if err := br.Close(); err != nil {
 			return err
 		}
 		if len(locked) != len(ids) {
@@ -163,7 +144,7 @@ func (s *Store) ReserveMany(ctx context.Context, accounts []string, fn func(stor
 			second.Queue(q.upsertSessions, cols.args()...)
 		}
 		second.Queue(q.setReservedMany, ids, reserved)
-		br = tx.SendBatch(ctx, second)
+		br := tx.SendBatch(ctx, second)
 		if len(cols.ids) > 0 {
 			tag, err := br.Exec()
 			if err != nil {
@@ -175,7 +156,7 @@ func (s *Store) ReserveMany(ctx context.Context, accounts []string, fn func(stor
 				return fmt.Errorf("%w: a session belongs to another account", store.ErrInvalid)
 			}
 		}
-		rows, err = br.Query()
+		rows, err := br.Query()
 		if err != nil {
 			br.Close()
 			return err
@@ -326,46 +307,24 @@ func (s *Store) SettleMany(ctx context.Context, cdrs []store.CDR) ([]string, err
 	var missing []string
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		missing = missing[:0]
-		first := &pgx.Batch{}
-		first.Queue(q.lockAccounts, accounts)
-		first.Queue(q.sessionsHeldMany, ids)
-		br := tx.SendBatch(ctx, first)
-		rows, err := br.Query()
-		if err != nil {
-			br.Close()
-			return err
-		}
-		locked, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (store.Account, error) { return scanAccount(r) })
-		if err != nil {
-			br.Close()
-			return err
-		}
 		type held struct {
 			account  string
 			reserved int64
 		}
 		sessions := make(map[string]held, len(ids))
-		rows, err = br.Query()
-		if err != nil {
-			br.Close()
-			return err
-		}
-		for rows.Next() {
-			var id string
-			var h held
-			if err := rows.Scan(&id, &h.account, &h.reserved); err != nil {
-				rows.Close()
-				br.Close()
-				return err
+		locked, err := lockAccountsThen(ctx, tx, q.lockAccounts, accounts, q.sessionsHeldMany, ids, func(rows pgx.Rows) error {
+			defer rows.Close()
+			for rows.Next() {
+				var id string
+				var h held
+				if err := rows.Scan(&id, &h.account, &h.reserved); err != nil {
+					return err
+				}
+				sessions[id] = h
 			}
-			sessions[id] = h
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			br.Close()
-			return err
-		}
-		if err := br.Close(); err != nil {
+			return rows.Err()
+		})
+		if err != nil {
 			return err
 		}
 		balance := make(map[string]int64, len(locked))
@@ -423,7 +382,7 @@ func (s *Store) SettleMany(ctx context.Context, cdrs []store.CDR) ([]string, err
 		second.Queue(q.deleteSessions, done)
 		second.Queue(q.insertCDRs, cID, cAcct, cCaller, cCallee, cPrefix, cSetup, cAnswer, cEnd, cSecs, cCost, cCause, cNode)
 		second.Queue(q.creditMany, uID, uA, uH)
-		br = tx.SendBatch(ctx, second)
+		br := tx.SendBatch(ctx, second)
 		defer br.Close()
 		tag, err := br.Exec()
 		if err != nil {
@@ -535,4 +494,31 @@ func (s *Store) ListCDRs(ctx context.Context, f store.CDRFilter) ([]store.CDR, e
 		return nil, fmt.Errorf("postgres: list CDRs: %w", err)
 	}
 	return out, nil
+}
+
+// lockAccountsThen locks the accounts (lockSQL with lockArg) and runs
+// second with arg in one round trip: a statement after the locks, so its
+// snapshot sees what they protect. scan reads second's rows.
+func lockAccountsThen(ctx context.Context, tx pgx.Tx, lockSQL string, lockArg any, second string, arg any, scan func(pgx.Rows) error) ([]store.Account, error) {
+	b := &pgx.Batch{}
+	b.Queue(lockSQL, lockArg)
+	b.Queue(second, arg)
+	br := tx.SendBatch(ctx, b)
+	defer br.Close()
+	rows, err := br.Query()
+	if err != nil {
+		return nil, err
+	}
+	locked, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (store.Account, error) { return scanAccount(r) })
+	if err != nil {
+		return nil, err
+	}
+	rows, err = br.Query()
+	if err != nil {
+		return nil, err
+	}
+	if err := scan(rows); err != nil {
+		return nil, err
+	}
+	return locked, br.Close()
 }
