@@ -97,11 +97,7 @@ type ncState struct {
 }
 
 func (t *ncTracker) shard(nonce string) *ncShard {
-	var h uint32 = 2166136261
-	for i := 0; i < len(nonce); i++ {
-		h = (h ^ uint32(nonce[i])) * 16777619
-	}
-	return &t.shards[h%uint32(len(t.shards))]
+	return &t.shards[fnv32(nonce)%uint32(len(t.shards))]
 }
 
 // use records nonce-count nc for nonce and reports whether it was fresh.

@@ -148,8 +148,9 @@ func (s *statelessConn) register(parser *sip.Parser, data []byte, from net.Addr,
 			return
 		}
 	}
+	// sipgo's response builder fills rport and received from the source
+	// set above (RFC 3581 §4); Handle adds received without rport.
 	res := s.r.Handle(req, s.local)
-	addRport(req, res, src)
 	out.Reset()
 	res.StringWrite(out)
 	b := out.Bytes()
@@ -172,34 +173,7 @@ func (s *statelessConn) register(parser *sip.Parser, data []byte, from net.Addr,
 	s.PacketConn.WriteTo(b, dst)
 }
 
-// addRport fills rport and received as sipgo does for its own responses
-// (RFC 3581 §4); fixVia already added received when needed.
-func addRport(req *sip.Request, res *sip.Response, src netip.AddrPort) {
-	via := res.Via()
-	if via == nil {
-		return
-	}
-	if v, ok := via.Params.Get("rport"); ok && v == "" {
-		via.Params.Add("rport", itoa(int(src.Port())))
-		if _, ok := via.Params.Get("received"); !ok {
-			via.Params.Add("received", src.Addr().String())
-		}
-	}
-}
-
-func itoa(n int) string {
-	var b [8]byte
-	i := len(b)
-	for {
-		i--
-		b[i] = byte('0' + n%10)
-		n /= 10
-		if n == 0 {
-			return string(b[i:])
-		}
-	}
-}
-
+// fnv32 is FNV-1a, to pick a shard.
 func fnv32(s string) uint32 {
 	var h uint32 = 2166136261
 	for i := 0; i < len(s); i++ {
