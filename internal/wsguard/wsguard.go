@@ -182,6 +182,12 @@ func (l *Listener) handshake(c net.Conn) {
 	upgrade, origin, ok := readHead(br, &head)
 	if !ok {
 		l.st.bad.Add(1)
+		if head.Len() > 0 {
+			// Something arrived but not an HTTP request: say so before
+			// hanging up, as an HTTP server would.
+			c.SetWriteDeadline(time.Now().Add(l.cfg.HandshakeTimeout))
+			c.Write([]byte("HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"))
+		}
 		l.release(ip)
 		c.Close()
 		return

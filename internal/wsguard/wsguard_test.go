@@ -210,7 +210,19 @@ func TestGarbageHandshake(t *testing.T) {
 	c.Write([]byte("\x16\x03\x01garbage without newline"))
 	c.SetReadDeadline(time.Now().Add(3 * time.Second))
 	io.ReadAll(c)
-	if l.Stats().BadHandshake != 1 {
+	// A line that is not an HTTP request line, then the end of a head.
+	c2, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	c2.Write([]byte("x\r\n"))
+	c2.SetReadDeadline(time.Now().Add(3 * time.Second))
+	b, _ := io.ReadAll(c2)
+	if !strings.HasPrefix(string(b), "HTTP/1.1 400") {
+		t.Errorf("garbage head answered %q, want 400", b)
+	}
+	if l.Stats().BadHandshake != 2 {
 		t.Errorf("BadHandshake = %d", l.Stats().BadHandshake)
 	}
 }
