@@ -1,0 +1,282 @@
+package b2bua
+
+import (
+	"context"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+)
+
+// inDialog handles a request inside one of the call's dialogs.
+func (c *call) inDialog(l *leg, req *sip.Request, tx sip.ServerTransaction) {
+	c.mu.Lock()
+	st := c.state
+	other := c.bl
+	if l != c.a {
+		other = c.a
+	}
+	fromA := l == c.a
+	c.mu.Unlock()
+
+	if req.Method == sip.CANCEL {
+		// sipgo matched no INVITE transaction: nothing to cancel.
+		respond(tx, req, 481, "Call/Transaction Does Not Exist")
+		return
+	}
+	// RFC 3261 §12.2.2: a request older than the last one is refused.
+	if cseq := req.CSeq(); cseq != nil {
+		l.mu.Lock()
+		stale := cseq.SeqNo < l.remoteSeq || (cseq.SeqNo == l.remoteSeq && req.Method != sip.INVITE && l.remoteSeq != 0 && fromA && st == stSetup)
+		if cseq.SeqNo > l.remoteSeq {
+			l.remoteSeq = cseq.SeqNo
+		}
+		l.mu.Unlock()
+		if stale && req.Method != sip.BYE {
+			respond(tx, req, 500, "Server Internal Error (CSeq out of order)")
+			return
+		}
+	}
+
+	switch req.Method {
+	case sip.BYE:
+		switch {
+		case st == stSetup && fromA:
+			// A BYE in the early dialog (RFC 3261 §15): the caller gives up.
+			respond(tx, req, 200, "OK")
+			c.cancel(CauseCanceled)
+			res := c.aResponse(487, "Request Terminated", nil)
+			_ = c.aTx.Respond(res)
+		case st == stAnswered:
+			respond(tx, req, 200, "OK")
+			cause := CauseCallerHangup
+			if !fromA {
+				cause = CauseCalleeHangup
+			}
+			if c.endAnswered(cause) {
+				c.sendBye(other)
+			}
+		default:
+			respond(tx, req, 481, "Call/Transaction Does Not Exist")
+		}
+	case sip.OPTIONS:
+		res := sip.NewResponseFromRequest(req, 200, "OK", nil)
+		res.AppendHeader(sip.NewHeader("Allow", allowHeader))
+		_ = tx.Respond(res)
+	case sip.INVITE, sip.UPDATE:
+		if st != stAnswered || other == nil {
+			respond(tx, req, 491, "Request Pending")
+			return
+		}
+		c.offer(l, other, fromA, req, tx)
+	case sip.PRACK:
+		// The B2BUA sends no reliable provisional responses.
+		respond(tx, req, 481, "Call/Transaction Does Not Exist")
+	case sip.REFER:
+		respond(tx, req, 501, "Not Implemented")
+	default: // INFO, MESSAGE, NOTIFY: passed on untouched.
+		if st != stAnswered || other == nil {
+			respond(tx, req, 481, "Call/Transaction Does Not Exist")
+			return
+		}
+		c.relay(other, req, tx)
+	}
+}
+
+// relay passes a request to the other leg and its final response back.
+func (c *call) relay(other *leg, req *sip.Request, tx sip.ServerTransaction) {
+	out := other.request(req.Method, other.nextSeq(), nil)
+	for _, name := range []string{"Content-Type", "Info-Package", "Event", "Subscription-State", "Content-Disposition"} {
+		if h := req.GetHeader(name); h != nil {
+			out.RemoveHeader(name)
+			out.AppendHeader(sip.HeaderClone(h))
+		}
+	}
+	out.SetBody(req.Body())
+	res, err := c.b.transactResult(out)
+	if err != nil || res == nil {
+		respond(tx, req, 408, "Request Timeout")
+		return
+	}
+	back := sip.NewResponseFromRequest(req, res.StatusCode, res.Reason, nil)
+	if ct := res.ContentType(); ct != nil && len(res.Body()) > 0 {
+		back.AppendHeader(sip.HeaderClone(ct))
+	}
+	back.SetBody(res.Body())
+	_ = tx.Respond(back)
+	if res.StatusCode == 481 {
+		c.hangup(CauseKeepalive)
+	}
+}
+
+// partyTags returns the media anchor tags of the party on leg l (the
+// caller is known by its From tag, the callee by the A-leg To tag).
+func (c *call) partyTags(fromA bool) (self, peer string) {
+	if fromA {
+		return c.aFromTag, c.aTag
+	}
+	return c.aTag, c.aFromTag
+}
+
+// offer passes a re-INVITE or UPDATE from leg l to the other leg: hold,
+// resume, codec changes, session refreshes.
+func (c *call) offer(l, other *leg, fromA bool, req *sip.Request, tx sip.ServerTransaction) {
+	b := c.b
+	l.mu.Lock()
+	other.mu.Lock()
+	if l.inviting || other.inviting {
+		other.mu.Unlock()
+		l.mu.Unlock()
+		respond(tx, req, 491, "Request Pending") // RFC 3261 §14.2: glare
+		return
+	}
+	l.inviting, other.inviting = true, true
+	other.mu.Unlock()
+	l.mu.Unlock()
+	done := func() {
+		l.mu.Lock()
+		other.mu.Lock()
+		l.inviting, other.inviting = false, false
+		other.mu.Unlock()
+		l.mu.Unlock()
+	}
+	if req.Method == sip.INVITE {
+		_ = tx.Respond(sip.NewResponseFromRequest(req, 100, "Trying", nil))
+	}
+	c.mu.Lock()
+	anchored := c.anchored
+	c.mu.Unlock()
+	self, peer := c.partyTags(fromA)
+	ctx, cancel := context.WithTimeout(context.Background(), timerF)
+	defer cancel()
+
+	body := req.Body()
+	hasOffer := len(body) > 0
+	if hasOffer {
+		if !isSDP(req) {
+			done()
+			respond(tx, req, 415, "Unsupported Media Type", sip.NewHeader("Accept", "application/sdp"))
+			return
+		}
+		if err := checkSDP(body); err != nil {
+			done()
+			b.stats.bad.Add(1)
+			respond(tx, req, 488, "Not Acceptable Here")
+			return
+		}
+		if anchored {
+			out, err := b.cfg.Media.Offer(ctx, MediaRequest{CallID: c.id, FromTag: self, ToTag: peer, SDP: body, Source: sourceAddr(req)})
+			if err != nil {
+				done()
+				respond(tx, req, 488, "Not Acceptable Here")
+				return
+			}
+			body = out
+		}
+	}
+	out := other.request(req.Method, other.nextSeq(), body)
+	out.AppendHeader(sip.NewHeader("Allow", allowHeader))
+	if ct := req.GetHeader("Content-Type"); ct != nil && len(body) > 0 {
+		out.RemoveHeader("Content-Type")
+		out.AppendHeader(sip.HeaderClone(ct))
+	}
+	seq := out.CSeq().SeqNo
+	out.AppendHeader(sip.NewHeader("User-Agent", b.cfg.UserAgent))
+	otx, err := b.cfg.Client.TransactionRequest(ctx, out, sipgo.ClientRequestAddVia)
+	if err != nil {
+		done()
+		respond(tx, req, 500, "Server Internal Error")
+		return
+	}
+	defer otx.Terminate()
+	var res *sip.Response
+wait:
+	for {
+		select {
+		case r := <-otx.Responses():
+			if r.StatusCode >= 200 {
+				res = r
+				break wait
+			}
+		case <-otx.Done():
+			break wait
+		case <-ctx.Done():
+			break wait
+		}
+	}
+	done()
+	if res == nil {
+		respond(tx, req, 408, "Request Timeout")
+		// RFC 3261 §14.1: a re-INVITE that times out ends the dialog.
+		c.hangup(CauseKeepalive)
+		return
+	}
+	if res.StatusCode >= 300 {
+		back := sip.NewResponseFromRequest(req, res.StatusCode, res.Reason, nil)
+		if h := res.GetHeader("Retry-After"); h != nil {
+			back.AppendHeader(sip.HeaderClone(h))
+		}
+		_ = tx.Respond(back)
+		if res.StatusCode == 481 || res.StatusCode == 408 {
+			c.hangup(CauseKeepalive)
+		}
+		return
+	}
+	if ct := res.Contact(); ct != nil {
+		other.mu.Lock()
+		other.remoteTarget = *ct.Address.Clone()
+		other.mu.Unlock()
+	}
+	answer := res.Body()
+	if isSDP(res) && anchored {
+		var err error
+		if hasOffer {
+			answer, err = b.cfg.Media.Answer(ctx, MediaRequest{CallID: c.id, FromTag: self, ToTag: peer, SDP: answer, Source: sourceAddr(res)})
+		} else {
+			answer, err = b.cfg.Media.Offer(ctx, MediaRequest{CallID: c.id, FromTag: peer, ToTag: self, SDP: answer, Source: sourceAddr(res)})
+		}
+		if err != nil {
+			b.log.Warn("media anchor refused a re-INVITE answer", "call-id", c.id, "error", err)
+		}
+	}
+	if req.Method == sip.INVITE {
+		if hasOffer {
+			c.ackB(other, seq, nil, otx)
+		} else {
+			// The offer is in the 2xx: the answer comes in l's ACK.
+			c.mu.Lock()
+			c.pendingAck[l] = func(ackBody []byte) {
+				if len(ackBody) > 0 && anchored {
+					if out, err := b.cfg.Media.Answer(context.Background(), MediaRequest{CallID: c.id, FromTag: peer, ToTag: self, SDP: ackBody, Source: sourceAddr(req)}); err == nil {
+						ackBody = out
+					}
+				}
+				c.ackB(other, seq, ackBody, otx)
+			}
+			c.mu.Unlock()
+		}
+	}
+	back := sip.NewResponseFromRequest(req, res.StatusCode, res.Reason, nil)
+	back.AppendHeader(&sip.ContactHeader{Address: *l.contact.Clone()})
+	back.AppendHeader(sip.NewHeader("Allow", allowHeader))
+	if len(answer) > 0 {
+		ct := sip.ContentTypeHeader("application/sdp")
+		back.AppendHeader(&ct)
+	}
+	back.SetBody(answer)
+	_ = tx.Respond(back)
+}
+
+// ack handles an ACK on leg l: the caller's ACK of the answer, or of a
+// re-INVITE's 2xx, whose body may complete an offer/answer exchange.
+func (c *call) ack(l *leg, req *sip.Request) {
+	c.mu.Lock()
+	f := c.pendingAck[l]
+	delete(c.pendingAck, l)
+	c.mu.Unlock()
+	if l == c.a {
+		c.ackOnce.Do(func() { close(c.acked) })
+	}
+	if f != nil {
+		f(req.Body())
+	}
+}
