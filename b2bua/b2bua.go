@@ -5,7 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/netip"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -28,6 +31,12 @@ type Config struct {
 	// over TCP gets a TCP contact.
 	Contact  sip.Uri
 	Contacts map[string]sip.Uri
+	// UDPSource, if valid, is the local address UDP requests leave from:
+	// the server's listening SIP socket, so that requests to users behind
+	// NAT come through the pinhole their REGISTER opened (and from the
+	// address their Contact was bound at). sipgo otherwise opens a new
+	// socket for destinations it has not heard from.
+	UDPSource netip.AddrPort
 
 	// Authenticator identifies callers. Nil treats every caller as
 	// anonymous (Identity{}); the Router must then decide alone.
@@ -417,6 +426,27 @@ func lowerTransport(t string) string {
 		return "wss"
 	}
 	return "udp"
+}
+
+// addVia adds the B2BUA's Via to a request it originates, and binds UDP
+// requests to Config.UDPSource.
+func (b *B2BUA) addVia(c *sipgo.Client, r *sip.Request) error {
+	b.bindSource(r)
+	return sipgo.ClientRequestAddVia(c, r)
+}
+
+// keepVia sends a request whose Via is already set (CANCEL).
+func (b *B2BUA) keepVia(_ *sipgo.Client, r *sip.Request) error {
+	b.bindSource(r)
+	return nil
+}
+
+func (b *B2BUA) bindSource(r *sip.Request) {
+	if !b.cfg.UDPSource.IsValid() || !strings.EqualFold(r.Transport(), "UDP") {
+		return
+	}
+	ip := b.cfg.UDPSource.Addr().AsSlice()
+	r.Laddr = sip.Addr{IP: net.IP(ip), Port: int(b.cfg.UDPSource.Port())}
 }
 
 // respond answers req on tx with a fresh response.

@@ -537,7 +537,7 @@ func (c *call) attempt(ctx context.Context, route *Route, t Target, deadline tim
 	b.stats.attempts.Add(1)
 	b.emit(EventTrying, info)
 
-	tx, err := b.cfg.Client.TransactionRequest(ctx, req, sipgo.ClientRequestAddVia)
+	tx, err := b.cfg.Client.TransactionRequest(ctx, req, b.addVia)
 	if err != nil {
 		b.log.Debug("cannot send INVITE to target", "call-id", c.id, "target", t.Name, "error", err)
 		return outcome{err: err}
@@ -568,7 +568,7 @@ func (c *call) attempt(ctx context.Context, route *Route, t Target, deadline tim
 		b.wg.Go(func() {
 			cctx, cancel := context.WithTimeout(context.Background(), timerF)
 			defer cancel()
-			ctx2, err := b.cfg.Client.TransactionRequest(cctx, creq, func(*sipgo.Client, *sip.Request) error { return nil })
+			ctx2, err := b.cfg.Client.TransactionRequest(cctx, creq, b.keepVia)
 			if err != nil {
 				return
 			}
@@ -858,7 +858,7 @@ func (c *call) ackB(bl *leg, seq uint32, body []byte, tx sip.ClientTransaction) 
 		a := ack.Clone()
 		a.SetDestination(ack.Destination())
 		a.SetTransport(ack.Transport())
-		if err := c.b.cfg.Client.WriteRequest(a, sipgo.ClientRequestAddVia); err != nil {
+		if err := c.b.cfg.Client.WriteRequest(a, c.b.addVia); err != nil {
 			c.b.log.Debug("cannot send ACK", "call-id", c.id, "error", err)
 		}
 	}
@@ -1087,7 +1087,7 @@ func (b *B2BUA) transactResult(req *sip.Request) (*sip.Response, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timerF+time.Second)
 	defer cancel()
 	req.AppendHeader(sip.NewHeader("User-Agent", b.cfg.UserAgent))
-	tx, err := b.cfg.Client.TransactionRequest(ctx, req, sipgo.ClientRequestAddVia)
+	tx, err := b.cfg.Client.TransactionRequest(ctx, req, b.addVia)
 	if err != nil {
 		b.log.Debug("cannot send in-dialog request", "method", req.Method, "error", err)
 		return nil, err

@@ -3,7 +3,6 @@ package b2bua
 import (
 	"context"
 
-	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
 )
 
@@ -181,7 +180,7 @@ func (c *call) offer(l, other *leg, fromA bool, req *sip.Request, tx sip.ServerT
 	}
 	seq := out.CSeq().SeqNo
 	out.AppendHeader(sip.NewHeader("User-Agent", b.cfg.UserAgent))
-	otx, err := b.cfg.Client.TransactionRequest(ctx, out, sipgo.ClientRequestAddVia)
+	otx, err := b.cfg.Client.TransactionRequest(ctx, out, b.addVia)
 	if err != nil {
 		done()
 		respond(tx, req, 500, "Server Internal Error")
