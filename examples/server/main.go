@@ -1,8 +1,11 @@
 // Command server is talkpad's reference backend: a SIP registrar that
 // browsers (over WebSocket) and softphones (over UDP and TCP) register with,
-// backed by the in-memory store or PostgreSQL.
+// backed by the in-memory store or PostgreSQL, and a B2BUA that connects
+// their calls to each other and, through carrier trunks, to the phone
+// network, billed per second, with media through the built-in relay when
+// a party is behind symmetric NAT.
 //
-//	go run ./examples/server -users users.csv
+//	go run ./examples/server -users users.csv -config talkpad.toml
 //
 // Every flag can also be set through an environment variable named
 // TALKPAD_ and the flag name in upper case with dashes as underscores
@@ -58,6 +61,7 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&cfg.STUN, "stun", "127.0.0.1:3478", "STUN server listen address (empty disables)")
 	fs.StringVar(&cfg.STUNAlt, "stun-alt", "", "alternate STUN IP:port for RFC 5780 NAT behaviour discovery (e.g. 127.0.0.2:3479)")
 	fs.StringVar(&cfg.Admin, "admin", "", "HTTP address for /metrics (Prometheus), /api/lookup?aor= and /healthz (empty disables)")
+	fs.StringVar(&cfg.CallConfig, "config", "", "TOML file of trunks, dial plan, accounts, tariffs and call handling (see talkpad.example.toml; empty: calls between users only)")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	fs.VisitAll(func(f *flag.Flag) {
 		env := "TALKPAD_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))

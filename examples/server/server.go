@@ -10,13 +10,17 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
 
+	"github.com/talkpad/talkpad/b2bua"
+	"github.com/talkpad/talkpad/billing"
 	"github.com/talkpad/talkpad/internal/wsguard"
 	"github.com/talkpad/talkpad/registrar"
+	"github.com/talkpad/talkpad/relay"
 	"github.com/talkpad/talkpad/store"
 	"github.com/talkpad/talkpad/store/memory"
 	"github.com/talkpad/talkpad/store/postgres"
@@ -41,7 +45,10 @@ type config struct {
 	Node                  string
 	STUN, STUNAlt         string
 	Admin                 string
-	Logger                *slog.Logger
+	// CallConfig is the TOML file of trunks, dial plan, accounts, tariffs
+	// and call handling; empty runs calls between users only.
+	CallConfig string
+	Logger     *slog.Logger
 }
 
 // listening reports the addresses actually bound, for tests that listen on
@@ -49,12 +56,16 @@ type config struct {
 type listening struct {
 	UDP, TCP, WS, Admin net.Addr
 	Registrar           *registrar.Registrar
+	B2BUA               *b2bua.B2BUA
+	Billing             *billing.Engine
+	Relay               *relay.Relay
 }
 
 // stores is what the server needs of a backend.
 type stores interface {
 	store.Credentials
 	store.Bindings
+	store.Billing
 }
 
 // run serves until ctx ends, then shuts down: listeners close, the
@@ -64,6 +75,13 @@ func run(ctx context.Context, cfg config, ready func(listening)) error {
 	log := cfg.Logger
 	if log == nil {
 		log = slog.Default()
+	}
+	callCfg := defaultCallConfig()
+	if cfg.CallConfig != "" {
+		var err error
+		if callCfg, err = loadCallConfig(cfg.CallConfig); err != nil {
+			return err
+		}
 	}
 	var st stores
 	if cfg.Store == "" || cfg.Store == "memory" {
@@ -116,6 +134,10 @@ func run(ctx context.Context, cfg config, ready func(listening)) error {
 		}
 	}()
 
+	if err := seedBilling(ctx, st, callCfg); err != nil {
+		return err
+	}
+
 	ua, err := sipgo.NewUA(sipgo.WithUserAgent("talkpad"))
 	if err != nil {
 		return err
@@ -126,9 +148,39 @@ func run(ctx context.Context, cfg config, ready func(listening)) error {
 		return err
 	}
 	srv.OnRegister(reg.ServeRegister)
+	// The B2BUA starts once the listeners are bound (its Contacts name
+	// them); until then calls get 503.
+	var calls atomic.Pointer[b2bua.B2BUA]
+	notYet := func(req *sip.Request, tx sip.ServerTransaction) {
+		res := sip.NewResponseFromRequest(req, 503, "Service Unavailable", nil)
+		res.AppendHeader(sip.NewHeader("Retry-After", "5"))
+		tx.Respond(res)
+	}
+	for _, m := range []sip.RequestMethod{sip.INVITE, sip.ACK, sip.BYE, sip.CANCEL, sip.UPDATE, sip.PRACK, sip.INFO, sip.MESSAGE, sip.NOTIFY, sip.REFER} {
+		srv.OnRequest(m, func(req *sip.Request, tx sip.ServerTransaction) {
+			b := calls.Load()
+			switch {
+			case b == nil && req.IsAck():
+			case b == nil:
+				notYet(req, tx)
+			case req.IsInvite():
+				b.ServeInvite(req, tx)
+			case req.IsAck():
+				b.ServeAck(req, tx)
+			default:
+				if !b.ServeInDialog(req, tx) {
+					res := sip.NewResponseFromRequest(req, 481, "Call/Transaction Does Not Exist", nil)
+					tx.Respond(res)
+				}
+			}
+		})
+	}
 	srv.OnOptions(func(req *sip.Request, tx sip.ServerTransaction) {
+		if b := calls.Load(); b != nil && b.ServeInDialog(req, tx) {
+			return
+		}
 		res := sip.NewResponseFromRequest(req, sip.StatusOK, "OK", nil)
-		res.AppendHeader(sip.NewHeader("Allow", "REGISTER, OPTIONS"))
+		res.AppendHeader(sip.NewHeader("Allow", "REGISTER, OPTIONS, INVITE, ACK, CANCEL, BYE, UPDATE, PRACK, INFO, MESSAGE, NOTIFY"))
 		tx.Respond(res)
 	})
 
@@ -260,6 +312,20 @@ func run(ctx context.Context, cfg config, ready func(listening)) error {
 			return nil
 		})
 	}
+	stack, err := startCalls(ctx, callStackConfig{
+		cfg: cfg, calls: callCfg, st: st, reg: reg, auth: auth, ua: ua, up: &up, log: log,
+	})
+	if err != nil {
+		closeAll()
+		srv.Close()
+		wg.Wait()
+		return err
+	}
+	calls.Store(stack.b2b)
+	up.B2BUA, up.Billing, up.Relay = stack.b2b, stack.engine, stack.relay
+	serve("relay", func() error { return stack.relay.Serve(ctx) })
+	serve("billing", func() error { return stack.engine.Serve(ctx) })
+
 	log.Info("talkpad server listening", "udp", up.UDP, "tcp", up.TCP, "ws", up.WS, "admin", up.Admin, "stun", cfg.STUN, "realm", cfg.Realm)
 	if ready != nil {
 		ready(up)
@@ -271,6 +337,7 @@ func run(ctx context.Context, cfg config, ready func(listening)) error {
 	case runErr = <-errc:
 	}
 	log.Info("shutting down")
+	stack.shutdown()
 	closeAll()
 	if stunSrv != nil {
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
