@@ -421,6 +421,9 @@ func (cfg *callConfig) fillRelay(raw *rawCallConfig) error {
 		}
 		r.Advertise = a.Unmap()
 	}
+	if r.Advertise.IsUnspecified() {
+		return fmt.Errorf("config: relay.advertise: must be set to the address peers send media to when relay.addr is %s", r.Addr)
+	}
 	ports := defaultRelayPorts
 	if rr.Ports != nil {
 		ports = *rr.Ports

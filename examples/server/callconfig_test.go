@@ -155,6 +155,7 @@ func TestParseCallConfigErrors(t *testing.T) {
 		{"duration as number", "[calls]\nkeepalive = 30", "keepalive"},
 		{"relay addr", "[relay]\naddr = \"localhost\"", "relay.addr"},
 		{"relay advertise", "[relay]\nadvertise = \"relay.example\"", "relay.advertise"},
+		{"relay wildcard", "[relay]\naddr = \"0.0.0.0\"", "relay.advertise: must be set"},
 		{"relay ports", "[relay]\nports = \"40000-30000\"", "relay.ports"},
 		{"relay ports one", "[relay]\nports = \"30000-30000\"", "relay.ports"},
 		{"relay ports garbage", "[relay]\nports = \"30000\"", "relay.ports"},
