@@ -106,7 +106,7 @@ func newHarness(t *testing.T, targets func() TargetPicker, mod func(*Config)) *h
 	node := newPeer(t, "b2bua")
 	ev := newEvents()
 	cfg := Config{
-		Client:  node.client,
+		Client:    node.client,
 		Contact:   sip.Uri{Scheme: "sip", Host: "127.0.0.1", Port: int(node.addr.Port())},
 		UDPSource: node.addr,
 		Router: RouterFunc(func(ctx context.Context, in *Incoming) (*Route, error) {
