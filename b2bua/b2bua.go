@@ -91,6 +91,13 @@ type Config struct {
 	Logger *slog.Logger
 }
 
+// requester is what the B2BUA needs of sipgo's client (tests fake it).
+type requester interface {
+	TransactionRequest(ctx context.Context, req *sip.Request, options ...sipgo.ClientRequestOption) (sip.ClientTransaction, error)
+	TransactionDigestAuth(ctx context.Context, req *sip.Request, res *sip.Response, auth sipgo.DigestAuth) (sip.ClientTransaction, error)
+	WriteRequest(req *sip.Request, options ...sipgo.ClientRequestOption) error
+}
+
 // Stats are counters of a B2BUA.
 type Stats struct {
 	// InSetup and Active are calls in setup and answered calls right now.
@@ -115,8 +122,9 @@ type Stats struct {
 // B2BUA handles calls. Create it with New and Register it on a sipgo
 // server; its methods are safe for concurrent use.
 type B2BUA struct {
-	cfg Config
-	log *slog.Logger
+	cfg    Config
+	log    *slog.Logger
+	client requester
 
 	mu     sync.Mutex
 	calls  map[string]*call // by A-leg Call-ID
@@ -169,7 +177,7 @@ func New(cfg Config) (*B2BUA, error) {
 		log = slog.Default().With("component", "b2bua")
 	}
 	return &B2BUA{
-		cfg: cfg, log: log,
+		cfg: cfg, log: log, client: cfg.Client,
 		calls: make(map[string]*call), legs: make(map[string]*leg), owner: make(map[*leg]*call),
 		ends: make(map[string]uint64),
 	}, nil

@@ -68,6 +68,8 @@ type call struct {
 	pendingAck map[*leg]func(body []byte)
 
 	timers []*time.Timer
+	// sessionTimers holds the RFC 4028 state of the legs that use them.
+	sessionTimers map[*leg]*sessionTimer
 }
 
 // newCall handles a new INVITE; it runs in sipgo's goroutine for the
@@ -86,6 +88,10 @@ func (b *B2BUA) newCall(req *sip.Request, tx sip.ServerTransaction) {
 	}
 	if bad := unsupported(req); bad != "" {
 		respond(tx, req, 420, "Bad Extension", sip.NewHeader("Unsupported", bad))
+		return
+	}
+	if se, _, ok := sessionExpires(req); ok && se < minSE {
+		respond(tx, req, 422, "Session Interval Too Small", sip.NewHeader("Min-SE", "90"))
 		return
 	}
 	if len(req.Body()) > 0 {
@@ -148,7 +154,7 @@ func (b *B2BUA) newCall(req *sip.Request, tx sip.ServerTransaction) {
 		b: b, id: string(*cid), aInvite: req, aTx: tx,
 		aTag: sip.GenerateTagN(16), aFromTag: from.Params.GetOr("tag", ""),
 		canceled: make(chan struct{}), acked: make(chan struct{}),
-		pendingAck: map[*leg]func([]byte){},
+		pendingAck: map[*leg]func([]byte){}, sessionTimers: map[*leg]*sessionTimer{},
 	}
 	transport := strings.ToUpper(req.Transport())
 	c.aUDP = transport == "UDP" || transport == ""
@@ -537,7 +543,7 @@ func (c *call) attempt(ctx context.Context, route *Route, t Target, deadline tim
 	b.stats.attempts.Add(1)
 	b.emit(EventTrying, info)
 
-	tx, err := b.cfg.Client.TransactionRequest(ctx, req, b.addVia)
+	tx, err := b.client.TransactionRequest(ctx, req, b.addVia)
 	if err != nil {
 		b.log.Debug("cannot send INVITE to target", "call-id", c.id, "target", t.Name, "error", err)
 		return outcome{err: err}
@@ -568,7 +574,7 @@ func (c *call) attempt(ctx context.Context, route *Route, t Target, deadline tim
 		b.wg.Go(func() {
 			cctx, cancel := context.WithTimeout(context.Background(), timerF)
 			defer cancel()
-			ctx2, err := b.cfg.Client.TransactionRequest(cctx, creq, b.keepVia)
+			ctx2, err := b.client.TransactionRequest(cctx, creq, b.keepVia)
 			if err != nil {
 				return
 			}
@@ -612,7 +618,7 @@ func (c *call) attempt(ctx context.Context, route *Route, t Target, deadline tim
 				return outcome{canceled: true}
 			case (res.StatusCode == 401 || res.StatusCode == 407) && t.Username != "" && !authTried && !stopping:
 				authTried = true
-				ntx, err := b.cfg.Client.TransactionDigestAuth(ctx, req, res, sipgo.DigestAuth{Username: t.Username, Password: t.Password})
+				ntx, err := b.client.TransactionDigestAuth(ctx, req, res, sipgo.DigestAuth{Username: t.Username, Password: t.Password})
 				if err != nil {
 					return outcome{status: res.StatusCode, reason: res.Reason, res: res, err: err}
 				}
@@ -688,7 +694,13 @@ func (c *call) bInvite(bl *leg, offer []byte, t Target) *sip.Request {
 		req.ReplaceHeader(&v)
 	}
 	req.AppendHeader(sip.NewHeader("Allow", allowHeader))
-	req.AppendHeader(sip.NewHeader("Supported", "100rel"))
+	if se := b.cfg.SessionExpires; se > 0 {
+		req.AppendHeader(sip.NewHeader("Supported", "100rel, timer"))
+		req.AppendHeader(sip.NewHeader("Session-Expires", strconv.Itoa(int(se/time.Second))+";refresher=uac"))
+		req.AppendHeader(sip.NewHeader("Min-SE", "90"))
+	} else {
+		req.AppendHeader(sip.NewHeader("Supported", "100rel"))
+	}
 	req.AppendHeader(sip.NewHeader("User-Agent", b.cfg.UserAgent))
 	for _, name := range []string{"Privacy"} {
 		if h := c.aInvite.GetHeader(name); h != nil {
@@ -858,7 +870,7 @@ func (c *call) ackB(bl *leg, seq uint32, body []byte, tx sip.ClientTransaction) 
 		a := ack.Clone()
 		a.SetDestination(ack.Destination())
 		a.SetTransport(ack.Transport())
-		if err := c.b.cfg.Client.WriteRequest(a, c.b.addVia); err != nil {
+		if err := c.b.client.WriteRequest(a, c.b.addVia); err != nil {
 			c.b.log.Debug("cannot send ACK", "call-id", c.id, "error", err)
 		}
 	}
@@ -943,6 +955,16 @@ func (c *call) answer(ctx context.Context, bl *leg, inv *sip.Request, res *sip.R
 		}
 	}
 	ok := c.aResponse(200, "OK", body)
+	// RFC 4028 on the B-leg: the callee's 2xx says who refreshes.
+	if se, refresher, has := sessionExpires(res); has && b.cfg.SessionExpires > 0 && se >= minSE {
+		c.sessionTimers[bl] = &sessionTimer{interval: se, weRefresh: refresher != "uas", useUpdate: allows(res, "UPDATE")}
+	}
+	// On the A-leg the caller refreshes, if it supports timers.
+	if se, _, has := sessionExpires(c.aInvite); has && hasOption(c.aInvite, "Supported", "timer") {
+		ok.AppendHeader(sip.NewHeader("Session-Expires", strconv.Itoa(int(se/time.Second))+";refresher=uac"))
+		ok.AppendHeader(sip.NewHeader("Require", "timer"))
+		c.sessionTimers[c.a] = &sessionTimer{interval: se}
+	}
 	c.a.mu.Lock()
 	c.a.lastSDP = body
 	c.a.mu.Unlock()
@@ -962,6 +984,8 @@ func (c *call) answer(ctx context.Context, bl *leg, inv *sip.Request, res *sip.R
 	b.stats.answered.Add(1)
 	b.emit(EventAnswered, info)
 	c.startTimers(ok)
+	c.armSessionTimer(c.a)
+	c.armSessionTimer(bl)
 	return true
 }
 
@@ -1087,7 +1111,7 @@ func (b *B2BUA) transactResult(req *sip.Request) (*sip.Response, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timerF+time.Second)
 	defer cancel()
 	req.AppendHeader(sip.NewHeader("User-Agent", b.cfg.UserAgent))
-	tx, err := b.cfg.Client.TransactionRequest(ctx, req, b.addVia)
+	tx, err := b.client.TransactionRequest(ctx, req, b.addVia)
 	if err != nil {
 		b.log.Debug("cannot send in-dialog request", "method", req.Method, "error", err)
 		return nil, err

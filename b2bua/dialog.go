@@ -2,6 +2,8 @@ package b2bua
 
 import (
 	"context"
+	"strconv"
+	"time"
 
 	"github.com/emiago/sipgo/sip"
 )
@@ -180,7 +182,7 @@ func (c *call) offer(l, other *leg, fromA bool, req *sip.Request, tx sip.ServerT
 	}
 	seq := out.CSeq().SeqNo
 	out.AppendHeader(sip.NewHeader("User-Agent", b.cfg.UserAgent))
-	otx, err := b.cfg.Client.TransactionRequest(ctx, out, b.addVia)
+	otx, err := b.client.TransactionRequest(ctx, out, b.addVia)
 	if err != nil {
 		done()
 		respond(tx, req, 500, "Server Internal Error")
@@ -255,6 +257,18 @@ wait:
 		}
 	}
 	back := sip.NewResponseFromRequest(req, res.StatusCode, res.Reason, nil)
+	if se, _, has := sessionExpires(req); has && hasOption(req, "Supported", "timer") {
+		back.AppendHeader(sip.NewHeader("Session-Expires", strconv.Itoa(int(se/time.Second))+";refresher=uac"))
+		back.AppendHeader(sip.NewHeader("Require", "timer"))
+		c.mu.Lock()
+		if st := c.sessionTimers[l]; st != nil && !st.weRefresh && se >= minSE {
+			st.interval = se
+		}
+		c.mu.Unlock()
+	}
+	// Both sessions were refreshed by this exchange.
+	c.armSessionTimer(l)
+	c.armSessionTimer(other)
 	back.AppendHeader(&sip.ContactHeader{Address: *l.contact.Clone()})
 	back.AppendHeader(sip.NewHeader("Allow", allowHeader))
 	if len(answer) > 0 {

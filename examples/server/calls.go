@@ -185,6 +185,10 @@ func startCalls(ctx context.Context, sc callStackConfig) (*callStack, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Serve reloads the rates too, but calls may come before it runs.
+	if err := s.engine.ReloadTariffs(ctx); err != nil {
+		log.Warn("cannot load tariffs yet; calls to the phone network are refused until they load", "error", err)
+	}
 	s.relay, err = relay.New(relay.Config{
 		Addr: cc.Relay.Addr, AdvertiseAddr: cc.Relay.Advertise, MinPort: cc.Relay.PortMin, MaxPort: cc.Relay.PortMax,
 		Timeout: cc.Relay.Timeout, Logger: log.With("component", "relay"),
