@@ -54,7 +54,6 @@ func newPeer(t *testing.T, name string) *peer {
 		t.Fatal(err)
 	}
 	p := &peer{ua: ua, srv: srv, client: client, addr: addr, pc: pc}
-	go srv.ServeUDP(pc)
 	t.Cleanup(func() {
 		pc.Close()
 		srv.Close()
@@ -62,6 +61,9 @@ func newPeer(t *testing.T, name string) *peer {
 	})
 	return p
 }
+
+// serve starts the peer once its handlers are registered.
+func (p *peer) serve() { go p.srv.ServeUDP(p.pc) }
 
 // events collects call events.
 type events struct {
@@ -98,6 +100,7 @@ type harness struct {
 	b      *B2BUA
 	node   *peer
 	caller *peer
+	dc     *sipgo.DialogClientCache
 	ev     *events
 }
 
@@ -127,6 +130,15 @@ func newHarness(t *testing.T, targets func() TargetPicker, mod func(*Config)) *h
 		t.Fatal(err)
 	}
 	b.Register(node.srv)
+	node.serve()
+	caller := newPeer(t, "caller")
+	dc := sipgo.NewDialogClientCache(caller.client, sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: "alice", Host: "127.0.0.1", Port: int(caller.addr.Port())}})
+	caller.srv.OnBye(func(req *sip.Request, tx sip.ServerTransaction) {
+		if err := dc.ReadBye(req, tx); err != nil {
+			respond(tx, req, 481, "No")
+		}
+	})
+	caller.serve()
 	t.Cleanup(func() {
 		b.Close()
 		b.mu.Lock()
@@ -135,17 +147,12 @@ func newHarness(t *testing.T, targets func() TargetPicker, mod func(*Config)) *h
 			t.Errorf("call state left: %d calls, %d legs, %d owners", len(b.calls), len(b.legs), len(b.owner))
 		}
 	})
-	return &harness{b: b, node: node, caller: newPeer(t, "caller"), ev: ev}
+	return &harness{b: b, node: node, caller: caller, dc: dc, ev: ev}
 }
 
 func (h *harness) invite(t *testing.T, callee string) (*sipgo.DialogClientSession, error) {
 	t.Helper()
-	dc := sipgo.NewDialogClientCache(h.caller.client, sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: "alice", Host: "127.0.0.1", Port: int(h.caller.addr.Port())}})
-	h.caller.srv.OnBye(func(req *sip.Request, tx sip.ServerTransaction) {
-		if err := dc.ReadBye(req, tx); err != nil {
-			respond(tx, req, 481, "No")
-		}
-	})
+	dc := h.dc
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	uri := sip.Uri{Scheme: "sip", User: callee, Host: "127.0.0.1", Port: int(h.node.addr.Port())}
@@ -180,6 +187,7 @@ func carrier(t *testing.T, status int, onBye func()) *peer {
 			onBye()
 		}
 	})
+	p.serve()
 	return p
 }
 

@@ -1,0 +1,518 @@
+package b2bua
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+)
+
+// fakeServerTx is the caller's INVITE transaction.
+type fakeServerTx struct {
+	mu       sync.Mutex
+	res      chan *sip.Response
+	onCancel sip.FnTxCancel
+	done     chan struct{}
+	closed   bool
+}
+
+func newFakeServerTx() *fakeServerTx {
+	return &fakeServerTx{res: make(chan *sip.Response, 100), done: make(chan struct{})}
+}
+
+func (t *fakeServerTx) Respond(r *sip.Response) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return errors.New("terminated")
+	}
+	t.res <- r
+	return nil
+}
+func (t *fakeServerTx) Acks() <-chan *sip.Request { return nil }
+func (t *fakeServerTx) OnCancel(f sip.FnTxCancel) bool {
+	t.mu.Lock()
+	t.onCancel = f
+	t.mu.Unlock()
+	return true
+}
+func (t *fakeServerTx) Terminate() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !t.closed {
+		t.closed = true
+		close(t.done)
+	}
+}
+func (t *fakeServerTx) OnTerminate(f sip.FnTxTerminate) bool { return true }
+func (t *fakeServerTx) Done() <-chan struct{}                { return t.done }
+func (t *fakeServerTx) Err() error                           { return nil }
+
+// cancel plays the caller's CANCEL as sipgo does: 487, then the callback.
+func (t *fakeServerTx) cancel(req *sip.Request) {
+	t.mu.Lock()
+	f := t.onCancel
+	t.mu.Unlock()
+	t.Respond(sip.NewResponseFromRequest(req, 487, "Request Terminated", nil))
+	t.Terminate()
+	if f != nil {
+		f(nil)
+	}
+}
+
+// final returns the next final response to the caller, skipping 1xx.
+func (t *fakeServerTx) final(tb testing.TB) *sip.Response {
+	tb.Helper()
+	for {
+		select {
+		case r := <-t.res:
+			if r.StatusCode >= 200 {
+				return r
+			}
+		default:
+			tb.Fatal("no final response to the caller")
+			return nil
+		}
+	}
+}
+
+// fakeClientTx is a transaction the B2BUA started.
+type fakeClientTx struct {
+	req     *sip.Request
+	res     chan *sip.Response
+	done    chan struct{}
+	once    sync.Once
+	retrans sip.FnTxResponse
+}
+
+func (t *fakeClientTx) Responses() <-chan *sip.Response          { return t.res }
+func (t *fakeClientTx) OnRetransmission(f sip.FnTxResponse) bool { t.retrans = f; return true }
+func (t *fakeClientTx) Terminate()                               { t.once.Do(func() { close(t.done) }) }
+func (t *fakeClientTx) OnTerminate(f sip.FnTxTerminate) bool     { return true }
+func (t *fakeClientTx) Done() <-chan struct{}                    { return t.done }
+func (t *fakeClientTx) Err() error                               { return nil }
+
+// reply sends a response to the transaction's request.
+func (t *fakeClientTx) reply(code int, body string, hs ...sip.Header) {
+	r := sip.NewResponseFromRequest(t.req, code, "R", []byte(body))
+	if code > 100 {
+		r.To().Params.Add("tag", "callee-tag")
+		r.AppendHeader(&sip.ContactHeader{Address: sip.Uri{Scheme: "sip", Host: "192.0.2.9", Port: 5060}})
+	}
+	for _, h := range hs {
+		r.AppendHeader(h)
+	}
+	t.res <- r
+}
+
+// fakeClient records what the B2BUA sends. In-dialog requests other than
+// INVITE are answered by answer (200 by default).
+type fakeClient struct {
+	mu      sync.Mutex
+	invites chan *fakeClientTx
+	sent    []*sip.Request
+	acks    []*sip.Request
+	answer  func(req *sip.Request) int
+}
+
+func newFakeClient() *fakeClient {
+	return &fakeClient{invites: make(chan *fakeClientTx, 10)}
+}
+
+func (f *fakeClient) TransactionRequest(ctx context.Context, req *sip.Request, _ ...sipgo.ClientRequestOption) (sip.ClientTransaction, error) {
+	tx := &fakeClientTx{req: req, res: make(chan *sip.Response, 10), done: make(chan struct{})}
+	f.mu.Lock()
+	f.sent = append(f.sent, req)
+	answer := f.answer
+	f.mu.Unlock()
+	if req.Method == sip.INVITE && req.To().Params.Has("tag") == false {
+		f.invites <- tx
+		return tx, nil
+	}
+	code := 200
+	if answer != nil {
+		code = answer(req)
+	}
+	if code > 0 {
+		tx.res <- sip.NewResponseFromRequest(req, code, "R", nil)
+	}
+	return tx, nil
+}
+
+func (f *fakeClient) TransactionDigestAuth(ctx context.Context, req *sip.Request, res *sip.Response, auth sipgo.DigestAuth) (sip.ClientTransaction, error) {
+	return f.TransactionRequest(ctx, req)
+}
+
+func (f *fakeClient) WriteRequest(req *sip.Request, _ ...sipgo.ClientRequestOption) error {
+	f.mu.Lock()
+	f.acks = append(f.acks, req)
+	f.mu.Unlock()
+	return nil
+}
+
+// count returns how many requests of method went to the leg with callID
+// ("" for any).
+func (f *fakeClient) count(method sip.RequestMethod, callID string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := 0
+	for _, r := range f.sent {
+		if r.Method == method && (callID == "" || r.CallID().Value() == callID) {
+			n++
+		}
+	}
+	return n
+}
+
+const inviteText = "INVITE sip:+4930123@127.0.0.1 SIP/2.0\r\n" +
+	"Via: SIP/2.0/UDP 127.0.0.1:5000;branch=z9hG4bK-1\r\n" +
+	"From: <sip:alice@127.0.0.1>;tag=alice-tag\r\n" +
+	"To: <sip:+4930123@127.0.0.1>\r\n" +
+	"Call-ID: call-1\r\n" +
+	"CSeq: 1 INVITE\r\n" +
+	"Contact: <sip:alice@127.0.0.1:5000>\r\n" +
+	"Max-Forwards: 70\r\n" +
+	"%s" +
+	"Content-Type: application/sdp\r\n" +
+	"Content-Length: %d\r\n\r\n%s"
+
+func parseInvite(t testing.TB, extra string) *sip.Request {
+	t.Helper()
+	text := strings.Replace(inviteText, "%s", extra, 1)
+	text = strings.Replace(text, "%d", strconv.Itoa(len(testSDP)), 1)
+	text = strings.Replace(text, "%s", testSDP, 1)
+	msg, err := sip.ParseMessage([]byte(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := msg.(*sip.Request)
+	req.SetSource("127.0.0.1:5000")
+	req.SetTransport("UDP")
+	return req
+}
+
+// grant is an Authorizer granting a fixed duration.
+type grant struct {
+	d              time.Duration
+	mu             sync.Mutex
+	answered, ends []CallInfo
+}
+
+func (g *grant) Authorize(context.Context, CallInfo) (time.Duration, error) { return g.d, nil }
+func (g *grant) Answered(_ context.Context, c CallInfo) error {
+	g.mu.Lock()
+	g.answered = append(g.answered, c)
+	g.mu.Unlock()
+	return nil
+}
+func (g *grant) Ended(_ context.Context, c CallInfo) {
+	g.mu.Lock()
+	g.ends = append(g.ends, c)
+	g.mu.Unlock()
+}
+
+// fakeRig is a B2BUA on fake transactions, inside a synctest bubble.
+type fakeRig struct {
+	b      *B2BUA
+	client *fakeClient
+	ev     *events
+}
+
+func newFakeRig(t *testing.T, realClient *sipgo.Client, mod func(*Config)) *fakeRig {
+	ev := newEvents()
+	cfg := Config{
+		Client:  realClient,
+		Contact: sip.Uri{Scheme: "sip", Host: "127.0.0.1", Port: 5060},
+		Router: RouterFunc(func(ctx context.Context, in *Incoming) (*Route, error) {
+			return &Route{Account: "acc", Destination: "4930123", Targets: Targets{{Name: "carrier", URI: sip.Uri{Scheme: "sip", User: "+4930123", Host: "192.0.2.9"}}}}, nil
+		}),
+		OnEvent: ev.add,
+		Logger:  testLogger(),
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	b, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fc := newFakeClient()
+	b.client = fc
+	return &fakeRig{b: b, client: fc, ev: ev}
+}
+
+// answered sets up a call answered at once by the carrier and
+// acknowledged by the caller (unless noAck).
+func (r *fakeRig) answered(t *testing.T, extra string, okHeaders []sip.Header, noAck bool) (*sip.Request, *fakeServerTx, *fakeClientTx) {
+	req := parseInvite(t, extra)
+	atx := newFakeServerTx()
+	go r.b.ServeInvite(req, atx)
+	btx := <-r.client.invites
+	btx.reply(180, "")
+	btx.reply(200, strings.ReplaceAll(testSDP, "40000", "40002"), okHeaders...)
+	synctest.Wait()
+	if res := atx.final(t); res.StatusCode != 200 {
+		t.Fatalf("caller got %d", res.StatusCode)
+	}
+	if !noAck {
+		ack, _ := sip.ParseMessage([]byte("ACK sip:x@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5000;branch=z9hG4bK-2\r\nFrom: <sip:alice@127.0.0.1>;tag=alice-tag\r\nTo: <sip:+4930123@127.0.0.1>;tag=x\r\nCall-ID: call-1\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"))
+		r.b.ServeAck(ack.(*sip.Request), nil)
+	}
+	return req, atx, btx
+}
+
+func testClient(t *testing.T) *sipgo.Client {
+	ua, err := sipgo.NewUA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ua.Close() })
+	c, err := sipgo.NewClient(ua)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func TestMaxDurationEndsCallAtTheInstant(t *testing.T) {
+	client := testClient(t)
+	synctest.Test(t, func(t *testing.T) {
+		g := &grant{d: 30 * time.Second}
+		r := newFakeRig(t, client, func(c *Config) { c.Authorizer = g })
+		r.answered(t, "", nil, false)
+		start := time.Now()
+		time.Sleep(30*time.Second - time.Millisecond)
+		synctest.Wait()
+		if n := r.client.count(sip.BYE, ""); n != 0 {
+			t.Fatalf("%d BYEs before the limit", n)
+		}
+		time.Sleep(time.Millisecond)
+		synctest.Wait()
+		if n := r.client.count(sip.BYE, ""); n != 2 {
+			t.Fatalf("want BYE on both legs at the limit, got %d", n)
+		}
+		info := r.ev.ended(t)
+		if info.Cause != CauseMaxDuration || info.Duration() != 30*time.Second || info.End.Sub(start) != 30*time.Second {
+			t.Fatalf("ended %+v (duration %v)", info, info.Duration())
+		}
+		if len(g.answered) != 1 || len(g.ends) != 1 || g.ends[0].Cause != CauseMaxDuration {
+			t.Fatalf("authorizer saw answered=%d ended=%v", len(g.answered), g.ends)
+		}
+		r.b.Close()
+	})
+}
+
+func TestNoAnswerTimeoutCancelsTarget(t *testing.T) {
+	client := testClient(t)
+	synctest.Test(t, func(t *testing.T) {
+		r := newFakeRig(t, client, func(c *Config) { c.NoAnswerTimeout = 60 * time.Second })
+		req := parseInvite(t, "")
+		atx := newFakeServerTx()
+		go r.b.ServeInvite(req, atx)
+		btx := <-r.client.invites
+		btx.reply(180, "")
+		time.Sleep(60*time.Second - time.Millisecond)
+		synctest.Wait()
+		if n := r.client.count(sip.CANCEL, ""); n != 0 {
+			t.Fatal("CANCEL before the timeout")
+		}
+		time.Sleep(time.Millisecond)
+		synctest.Wait()
+		if n := r.client.count(sip.CANCEL, ""); n != 1 {
+			t.Fatalf("want one CANCEL, got %d", n)
+		}
+		btx.reply(487, "")
+		synctest.Wait()
+		if res := atx.final(t); res.StatusCode != 480 {
+			t.Fatalf("caller got %d, want 480", res.StatusCode)
+		}
+		if info := r.ev.ended(t); info.Cause != CauseNoAnswer || !info.Answer.IsZero() {
+			t.Fatalf("ended %+v", info)
+		}
+		r.b.Close()
+	})
+}
+
+func TestAnswerRetransmittedUntilACKThenCallEnds(t *testing.T) {
+	client := testClient(t)
+	synctest.Test(t, func(t *testing.T) {
+		r := newFakeRig(t, client, nil)
+		_, atx, _ := r.answered(t, "", nil, true)
+		time.Sleep(timerF - time.Millisecond)
+		synctest.Wait()
+		n := 0
+		for len(atx.res) > 0 {
+			if (<-atx.res).StatusCode == 200 {
+				n++
+			}
+		}
+		// T1 doubling to T2: 0.5, 1.5, 3.5, 7.5, 11.5, ... 31.5 s.
+		if n != 10 {
+			t.Fatalf("2xx retransmitted %d times in 32 s, want 10", n)
+		}
+		time.Sleep(time.Millisecond)
+		synctest.Wait()
+		if info := r.ev.ended(t); info.Cause != CauseAckTimeout {
+			t.Fatalf("ended %+v", info)
+		}
+		if n := r.client.count(sip.BYE, ""); n != 2 {
+			t.Fatalf("%d BYEs", n)
+		}
+		r.b.Close()
+	})
+}
+
+func TestKeepaliveDetectsDeadLeg(t *testing.T) {
+	client := testClient(t)
+	synctest.Test(t, func(t *testing.T) {
+		r := newFakeRig(t, client, func(c *Config) { c.KeepAlive = 30 * time.Second })
+		r.client.answer = func(req *sip.Request) int {
+			if req.Method == sip.OPTIONS && req.CallID().Value() != "call-1" {
+				return 481 // the carrier forgot the call
+			}
+			return 200
+		}
+		r.answered(t, "", nil, false)
+		time.Sleep(30 * time.Second)
+		synctest.Wait()
+		if info := r.ev.ended(t); info.Cause != CauseKeepalive || info.Duration() != 30*time.Second {
+			t.Fatalf("ended %+v", info)
+		}
+		if n := r.client.count(sip.BYE, "call-1"); n != 1 {
+			t.Fatalf("caller got %d BYEs", n)
+		}
+		r.b.Close()
+	})
+}
+
+func TestSessionTimerRefreshesBLegWithUpdate(t *testing.T) {
+	client := testClient(t)
+	synctest.Test(t, func(t *testing.T) {
+		r := newFakeRig(t, client, func(c *Config) { c.SessionExpires = 90 * time.Second })
+		_, _, btx := r.answered(t, "", []sip.Header{sip.NewHeader("Session-Expires", "90;refresher=uac"), sip.NewHeader("Allow", "INVITE, ACK, BYE, CANCEL, UPDATE")}, false)
+		if se := btx.req.GetHeader("Session-Expires"); se == nil || !strings.HasPrefix(se.Value(), "90") {
+			t.Fatalf("B-leg INVITE lacks Session-Expires: %v", se)
+		}
+		bID := btx.req.CallID().Value()
+		time.Sleep(45*time.Second - time.Millisecond)
+		synctest.Wait()
+		if n := r.client.count(sip.UPDATE, bID); n != 0 {
+			t.Fatal("refresh too early")
+		}
+		time.Sleep(time.Millisecond)
+		synctest.Wait()
+		if n := r.client.count(sip.UPDATE, bID); n != 1 {
+			t.Fatalf("want a refresh UPDATE at 45 s, got %d", n)
+		}
+		time.Sleep(45 * time.Second)
+		synctest.Wait()
+		if n := r.client.count(sip.UPDATE, bID); n != 2 {
+			t.Fatalf("want a second refresh at 90 s, got %d", n)
+		}
+		r.b.Close()
+		if info := r.ev.ended(t); info.Cause != CauseShutdown {
+			t.Fatalf("ended %+v", info)
+		}
+	})
+}
+
+func TestCallerSessionExpiresWithoutRefresh(t *testing.T) {
+	client := testClient(t)
+	synctest.Test(t, func(t *testing.T) {
+		r := newFakeRig(t, client, nil)
+		req := parseInvite(t, "Session-Expires: 120\r\nSupported: timer\r\n")
+		atx := newFakeServerTx()
+		go r.b.ServeInvite(req, atx)
+		btx := <-r.client.invites
+		btx.reply(200, testSDP)
+		synctest.Wait()
+		ok := atx.final(t)
+		if se := ok.GetHeader("Session-Expires"); se == nil || se.Value() != "120;refresher=uac" {
+			t.Fatalf("200 Session-Expires = %v", se)
+		}
+		ack, _ := sip.ParseMessage([]byte("ACK sip:x@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5000;branch=z9hG4bK-2\r\nFrom: <sip:alice@127.0.0.1>;tag=alice-tag\r\nTo: <sip:+4930123@127.0.0.1>;tag=x\r\nCall-ID: call-1\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"))
+		r.b.ServeAck(ack.(*sip.Request), nil)
+		time.Sleep(88 * time.Second) // 120 - min(32, 40)
+		synctest.Wait()
+		if info := r.ev.ended(t); info.Cause != CauseKeepalive || info.Duration() != 88*time.Second {
+			t.Fatalf("ended %+v", info)
+		}
+		r.b.Close()
+	})
+}
+
+func TestSessionIntervalTooSmall(t *testing.T) {
+	client := testClient(t)
+	synctest.Test(t, func(t *testing.T) {
+		r := newFakeRig(t, client, nil)
+		atx := newFakeServerTx()
+		r.b.ServeInvite(parseInvite(t, "Session-Expires: 30\r\nSupported: timer\r\n"), atx)
+		if res := atx.final(t); res.StatusCode != 422 || res.GetHeader("Min-SE") == nil {
+			t.Fatalf("got %d", res.StatusCode)
+		}
+		r.b.Close()
+	})
+}
+
+func TestCancelCrossingAnswer(t *testing.T) {
+	client := testClient(t)
+	synctest.Test(t, func(t *testing.T) {
+		r := newFakeRig(t, client, nil)
+		req := parseInvite(t, "")
+		atx := newFakeServerTx()
+		go r.b.ServeInvite(req, atx)
+		btx := <-r.client.invites
+		btx.reply(180, "")
+		synctest.Wait()
+		atx.cancel(req)
+		synctest.Wait()
+		if n := r.client.count(sip.CANCEL, ""); n != 1 {
+			t.Fatalf("want CANCEL to the callee, got %d", n)
+		}
+		// The callee answered before it saw the CANCEL.
+		btx.reply(200, testSDP)
+		synctest.Wait()
+		r.client.mu.Lock()
+		acks := len(r.client.acks)
+		r.client.mu.Unlock()
+		if acks != 1 || r.client.count(sip.BYE, "") != 1 {
+			t.Fatalf("late answer: %d ACKs, %d BYEs; want 1 and 1", acks, r.client.count(sip.BYE, ""))
+		}
+		if info := r.ev.ended(t); info.Cause != CauseCanceled || !info.Answer.IsZero() {
+			t.Fatalf("ended %+v", info)
+		}
+		r.b.Close()
+	})
+}
+
+func TestOverloadAnswers503(t *testing.T) {
+	client := testClient(t)
+	synctest.Test(t, func(t *testing.T) {
+		r := newFakeRig(t, client, func(c *Config) { c.MaxSetup = 1; c.RetryAfter = 7 * time.Second })
+		a1 := newFakeServerTx()
+		go r.b.ServeInvite(parseInvite(t, ""), a1)
+		btx := <-r.client.invites
+		second := parseInvite(t, "")
+		cid := sip.CallIDHeader("call-2")
+		second.ReplaceHeader(&cid)
+		a2 := newFakeServerTx()
+		r.b.ServeInvite(second, a2)
+		res := a2.final(t)
+		if res.StatusCode != 503 || res.GetHeader("Retry-After") == nil || res.GetHeader("Retry-After").Value() != "7" {
+			t.Fatalf("got %d %v", res.StatusCode, res.GetHeader("Retry-After"))
+		}
+		if st := r.b.Stats(); st.Overload != 1 || st.InSetup != 1 {
+			t.Fatalf("stats %+v", st)
+		}
+		btx.reply(486, "")
+		synctest.Wait()
+		r.b.Close()
+	})
+}
