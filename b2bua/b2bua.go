@@ -133,7 +133,9 @@ type B2BUA struct {
 	closed bool
 	idle   chan struct{} // closed when the last call ends after closing
 
-	wg sync.WaitGroup // goroutines started by the B2BUA (BYEs, PRACKs, keep-alives)
+	wg       sync.WaitGroup // goroutines started by the B2BUA (BYEs, PRACKs, keep-alives)
+	spawnMu  sync.Mutex
+	draining bool // Shutdown is waiting for wg: spawn runs work inline
 
 	inSetup, active atomic.Int64
 	stats           struct {
@@ -322,8 +324,28 @@ func (b *B2BUA) Shutdown(ctx context.Context) error {
 		b.hangupAll()
 		<-idle
 	}
+	b.spawnMu.Lock()
+	b.draining = true
+	b.spawnMu.Unlock()
 	b.wg.Wait()
 	return err
+}
+
+// spawn runs f on a goroutine Shutdown waits for; once Shutdown waits, f
+// runs on the caller's goroutine instead.
+func (b *B2BUA) spawn(f func()) {
+	b.spawnMu.Lock()
+	if b.draining {
+		b.spawnMu.Unlock()
+		f()
+		return
+	}
+	b.wg.Add(1)
+	b.spawnMu.Unlock()
+	go func() {
+		defer b.wg.Done()
+		f()
+	}()
 }
 
 // Close hangs up every call (CauseShutdown) and returns once they have

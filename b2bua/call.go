@@ -571,7 +571,7 @@ func (c *call) attempt(ctx context.Context, route *Route, t Target, deadline tim
 		}
 		cancelSent = true
 		creq := cancelRequest(req)
-		b.wg.Go(func() {
+		b.spawn(func() {
 			cctx, cancel := context.WithTimeout(context.Background(), timerF)
 			defer cancel()
 			ctx2, err := b.client.TransactionRequest(cctx, creq, b.keepVia)
@@ -771,7 +771,7 @@ func (c *call) early(bl *leg, inv *sip.Request, res *sip.Response) {
 		cseq := inv.CSeq().SeqNo
 		preq := bl.request(sip.PRACK, bl.nextSeq(), nil)
 		preq.AppendHeader(sip.NewHeader("RAck", strconv.FormatUint(uint64(rseq), 10)+" "+strconv.FormatUint(uint64(cseq), 10)+" INVITE"))
-		b.wg.Go(func() { c.b.transact(preq) })
+		b.spawn(func() { c.b.transact(preq) })
 	}
 	if c.isCanceled() {
 		return
@@ -1044,7 +1044,7 @@ func (c *call) keepalive() {
 	c.mu.Unlock()
 	for _, l := range legs {
 		l := l
-		c.b.wg.Go(func() {
+		c.b.spawn(func() {
 			res, err := c.b.transactResult(l.request(sip.OPTIONS, l.nextSeq(), nil))
 			dead := err != nil || res == nil || res.StatusCode == 481 || res.StatusCode == 408
 			if dead {
@@ -1099,7 +1099,7 @@ func (c *call) sendBye(l *leg) {
 		return
 	}
 	req := l.request(sip.BYE, l.nextSeq(), nil)
-	c.b.wg.Go(func() { c.b.transact(req) })
+	c.b.spawn(func() { c.b.transact(req) })
 }
 
 // transact sends an in-dialog request and waits for its final response.

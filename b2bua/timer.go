@@ -105,7 +105,7 @@ func (c *call) refresh(l *leg) {
 		c.mu.Unlock()
 		return
 	}
-	c.b.wg.Go(func() {
+	c.b.spawn(func() {
 		defer func() {
 			l.mu.Lock()
 			l.inviting = false
