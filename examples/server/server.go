@@ -59,6 +59,7 @@ type listening struct {
 	B2BUA               *b2bua.B2BUA
 	Billing             *billing.Engine
 	Relay               *relay.Relay
+	Store               stores
 }
 
 // stores is what the server needs of a backend.
@@ -215,6 +216,7 @@ func run(ctx context.Context, cfg config, ready func(listening)) error {
 		errc    = make(chan error, 8)
 	)
 	up.Registrar = reg
+	up.Store = st
 	closeAll := func() {
 		for _, c := range closers {
 			c.Close()
