@@ -343,9 +343,6 @@ func TestBaresipCalls(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := baseConfig(t, "alice,secret", "bob,secret")
-			// Users register as user@127.0.0.1; the call router looks
-			// callees up in the first domain (the realm when none is set).
-			cfg.Domains = []string{"127.0.0.1"}
 			if os.Getenv("BARESIP_CALLS_DEBUG") != "" {
 				cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 			}

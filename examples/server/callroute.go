@@ -68,9 +68,15 @@ type namedPrefix struct {
 
 var _ b2bua.Router = (*callRouter)(nil)
 
+// domainKey carries the domain of a call's Request-URI to aor when the
+// router serves any domain.
+type domainKey struct{}
+
 // newCallRouter returns a router for cfg (the defaults when nil) that finds
 // users' contacts with loc. domain is the SIP domain users register in:
-// the AOR of user alice is "sip:alice@<domain>".
+// the AOR of user alice is "sip:alice@<domain>". Empty serves any domain,
+// like a registrar without a domain list: the callee's AOR takes the host
+// of the INVITE's Request-URI.
 func newCallRouter(cfg *callConfig, loc locator, domain string, log *slog.Logger) (*callRouter, error) {
 	if cfg == nil {
 		cfg = defaultCallConfig()
@@ -78,7 +84,7 @@ func newCallRouter(cfg *callConfig, loc locator, domain string, log *slog.Logger
 	if loc == nil {
 		return nil, errors.New("call router: no locator")
 	}
-	if _, err := registrar.NormalizeAOR("sip:user@" + domain); err != nil || domain == "" {
+	if _, err := registrar.NormalizeAOR("sip:user@" + domain); err != nil && domain != "" {
 		return nil, fmt.Errorf("call router: bad domain %q", domain)
 	}
 	if log == nil {
@@ -165,6 +171,9 @@ func forbidden(reason string) error {
 
 // Route implements b2bua.Router.
 func (r *callRouter) Route(ctx context.Context, in *b2bua.Incoming) (*b2bua.Route, error) {
+	if r.domain == "" && in.Request != nil {
+		ctx = context.WithValue(ctx, domainKey{}, in.Request.Recipient.Host)
+	}
 	var (
 		rt  *b2bua.Route
 		err error
@@ -254,7 +263,7 @@ func (r *callRouter) fromUser(ctx context.Context, in *b2bua.Incoming) (*b2bua.R
 		// Registered, but no binding can be reached.
 		return nil, unavailable()
 	}
-	if _, err := r.aor(in.Callee); err != nil || in.Callee == "" {
+	if _, err := r.aor(ctx, in.Callee); err != nil || in.Callee == "" {
 		return nil, notFound() // cannot be a user name
 	}
 	exists, sure, err := r.userExists(ctx, in.Callee)
@@ -335,8 +344,12 @@ func (r *callRouter) toUser(ctx context.Context, user string, anchor bool) (*b2b
 }
 
 // aor returns user's address-of-record, normalised.
-func (r *callRouter) aor(user string) (string, error) {
-	return registrar.NormalizeAOR("sip:" + user + "@" + r.domain)
+func (r *callRouter) aor(ctx context.Context, user string) (string, error) {
+	domain := r.domain
+	if domain == "" {
+		domain, _ = ctx.Value(domainKey{}).(string)
+	}
+	return registrar.NormalizeAOR("sip:" + user + "@" + domain)
 }
 
 // userTargets returns a target per reachable binding of user, in the
@@ -346,7 +359,7 @@ func (r *callRouter) userTargets(ctx context.Context, user string) (targets b2bu
 	if user == "" {
 		return nil, false, nil
 	}
-	aor, err := r.aor(user)
+	aor, err := r.aor(ctx, user)
 	if err != nil {
 		return nil, false, nil // not a user name
 	}
@@ -390,6 +403,11 @@ func (r *callRouter) bindingTarget(aor string, b store.Binding) (b2bua.Target, e
 	if err := sip.ParseUri(b.Contact, &t.URI); err != nil {
 		return b2bua.Target{}, fmt.Errorf("contact: %w", err)
 	}
+	// The callee sees its own address-of-record in To, not its Contact.
+	var to sip.Uri
+	if err := sip.ParseUri(aor, &to); err == nil {
+		t.To = &to
+	}
 	for _, p := range b.Path {
 		s := p
 		if i := strings.IndexByte(s, '<'); i >= 0 {
@@ -417,7 +435,7 @@ func (r *callRouter) callerAnchor(ctx context.Context, in *b2bua.Incoming) bool 
 	case anchorNever:
 		return false
 	}
-	aor, err := r.aor(in.Identity.User)
+	aor, err := r.aor(ctx, in.Identity.User)
 	if err != nil {
 		return false
 	}

@@ -216,7 +216,7 @@ func startCalls(ctx context.Context, sc callStackConfig) (*callStack, error) {
 			return nil, err
 		}
 	}
-	domain := sc.cfg.Realm
+	domain := "" // any: the INVITE's Request-URI host, as the registrar accepts any
 	if len(sc.cfg.Domains) > 0 {
 		domain = sc.cfg.Domains[0]
 	}
