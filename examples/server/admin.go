@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"sort"
 	"strings"
 
 	"github.com/talkpad/talkpad/internal/wsguard"
@@ -17,7 +18,7 @@ import (
 //	GET /metrics                 Prometheus text format
 //	GET /api/lookup?aor=sip:...  the live bindings of an AOR, as JSON
 //	GET /healthz                 200 while serving
-func adminHandler(reg *registrar.Registrar, creds *registrar.CredentialCache, stunSrv *stun.Server, guard *wsguard.Listener) http.Handler {
+func adminHandler(reg *registrar.Registrar, creds *registrar.CredentialCache, stunSrv *stun.Server, guard *wsguard.Listener, calls func() *callStack) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "ok\n")
@@ -75,6 +76,9 @@ func adminHandler(reg *registrar.Registrar, creds *registrar.CredentialCache, st
 			m.counter("talkpad_stun_requests_total", "STUN requests received.", st.Requests)
 			m.counter("talkpad_stun_success_total", "STUN success responses sent.", st.Success)
 		}
+		if cs := calls(); cs != nil {
+			writeCallMetrics(m, cs)
+		}
 	})
 	return mux
 }
@@ -101,4 +105,39 @@ func (m metricWriter) counter(name, help string, v uint64) {
 func (m metricWriter) gauge(name, help string, v int64) {
 	m.header(name, help, "gauge")
 	fmt.Fprintf(m.w, "%s %d\n", name, v)
+}
+
+// writeCallMetrics exports the B2BUA's, the billing engine's and the
+// relay's counters.
+func writeCallMetrics(m metricWriter, cs *callStack) {
+	b := cs.b2b.Stats()
+	m.gauge("talkpad_calls_in_setup", "Calls being set up.", b.InSetup)
+	m.gauge("talkpad_calls_active", "Answered calls in progress.", b.Active)
+	m.counter("talkpad_calls_total", "New calls (authenticated INVITEs).", b.Calls)
+	m.counter("talkpad_calls_answered_total", "Calls answered.", b.Answered)
+	m.counter("talkpad_calls_failed_total", "Calls that ended unanswered.", b.Failed)
+	m.counter("talkpad_calls_overload_total", "INVITEs refused 503 because too many calls were in setup.", b.Overload)
+	m.counter("talkpad_calls_challenged_total", "INVITEs challenged 407.", b.Challenged)
+	m.counter("talkpad_calls_attempts_total", "B-leg INVITEs sent.", b.Attempts)
+	m.counter("talkpad_calls_failovers_total", "Attempts on a next target after a failure.", b.Failovers)
+	m.counter("talkpad_calls_bad_requests_total", "Malformed INVITEs or SDP refused.", b.BadRequests)
+	m.header("talkpad_calls_ended_total", "Calls ended, by cause.", "counter")
+	causes := make([]string, 0, len(b.Ends))
+	for k := range b.Ends {
+		causes = append(causes, k)
+	}
+	sort.Strings(causes)
+	for _, k := range causes {
+		m.sample("talkpad_calls_ended_total", `cause="`+k+`"`, b.Ends[k])
+	}
+	e := cs.engine.Stats()
+	m.gauge("talkpad_billing_live_calls", "Calls the billing engine is charging.", int64(e.LiveCalls))
+	m.counter("talkpad_billing_cutoffs_total", "Calls cut off because their money ran out.", e.CutOff)
+	m.counter("talkpad_billing_refused_total", "Calls refused by authorization.", e.Refused)
+	r := cs.relay.Stats()
+	m.gauge("talkpad_relay_sessions", "Relay sessions.", int64(r.Sessions))
+	m.gauge("talkpad_relay_port_pairs_in_use", "Relay media port pairs in use.", int64(r.PortPairsInUse))
+	m.counter("talkpad_relay_rtp_packets_total", "RTP packets received by the relay.", r.RTPPackets)
+	m.counter("talkpad_relay_forwarded_total", "Packets the relay forwarded.", r.Forwarded)
+	m.counter("talkpad_relay_session_timeouts_total", "Relay sessions ended for lack of media.", r.SessionTimeouts)
 }

@@ -151,7 +151,10 @@ func run(ctx context.Context, cfg config, ready func(listening)) error {
 	srv.OnRegister(reg.ServeRegister)
 	// The B2BUA starts once the listeners are bound (its Contacts name
 	// them); until then calls get 503.
-	var calls atomic.Pointer[b2bua.B2BUA]
+	var (
+		calls    atomic.Pointer[b2bua.B2BUA]
+		stackNow atomic.Pointer[callStack]
+	)
 	notYet := func(req *sip.Request, tx sip.ServerTransaction) {
 		res := sip.NewResponseFromRequest(req, 503, "Service Unavailable", nil)
 		res.AppendHeader(sip.NewHeader("Retry-After", "5"))
@@ -305,7 +308,7 @@ func run(ctx context.Context, cfg config, ready func(listening)) error {
 			return fmt.Errorf("listen admin: %w", err)
 		}
 		up.Admin = l.Addr()
-		hs := &http.Server{Handler: adminHandler(reg, creds, stunSrv, guard), ReadHeaderTimeout: 10 * time.Second}
+		hs := &http.Server{Handler: adminHandler(reg, creds, stunSrv, guard, stackNow.Load), ReadHeaderTimeout: 10 * time.Second}
 		closers = append(closers, hs)
 		serve("admin", func() error {
 			if err := hs.Serve(l); !errors.Is(err, http.ErrServerClosed) {
@@ -324,6 +327,7 @@ func run(ctx context.Context, cfg config, ready func(listening)) error {
 		return err
 	}
 	calls.Store(stack.b2b)
+	stackNow.Store(stack)
 	up.B2BUA, up.Billing, up.Relay = stack.b2b, stack.engine, stack.relay
 	serve("relay", func() error { return stack.relay.Serve(ctx) })
 	serve("billing", func() error { return stack.engine.Serve(ctx) })
