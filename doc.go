@@ -31,9 +31,13 @@
 // account's live calls on every node, and tells its owner which call to end
 // and when; money moves in store transactions and is settled after crashes.
 //
-// Packages for back-to-back calls to carriers (b2bua) and node failover
-// (failover) build on these; b2bua consumes relay, billing and failover only
-// through interfaces it declares.
+// b2bua is a back-to-back user agent: it answers the caller's INVITE and
+// opens a new SIP session to a carrier trunk or a user's device, keeping
+// control of the call (billing, hang-up at any instant, failover between
+// targets, early media and PRACK, re-INVITEs, session timers). It consumes
+// the registrar, relay and billing only through interfaces it declares
+// (Authenticator, Router/TargetPicker, Authorizer, MediaAnchor); node
+// failover (failover) will satisfy its TargetPicker the same way.
 //
 // # How they compose
 //
