@@ -516,3 +516,143 @@ func TestOverloadAnswers503(t *testing.T) {
 		r.b.Close()
 	})
 }
+
+// bigOffer is a browser's offer: ICE candidates and DTLS make it
+// several kilobytes.
+func bigOffer() string {
+	var b strings.Builder
+	b.WriteString("v=0\r\no=- 4611731400430051336 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\na=msid-semantic: WMS stream\r\n")
+	b.WriteString("m=audio 9 UDP/TLS/RTP/SAVPF 111 63 9 0 8 13 110 126\r\nc=IN IP4 0.0.0.0\r\na=rtcp:9 IN IP4 0.0.0.0\r\n")
+	for i := 0; i < 24; i++ {
+		b.WriteString("a=candidate:" + strconv.Itoa(1000000+i) + " 1 udp 2122260223 192.168.1." + strconv.Itoa(i+2) + " 5" + strconv.Itoa(1000+i) + " typ host generation 0 network-id 1 network-cost 10\r\n")
+	}
+	b.WriteString("a=ice-ufrag:abcd\r\na=ice-pwd:0123456789abcdef0123456789\r\na=ice-options:trickle\r\n")
+	b.WriteString("a=fingerprint:sha-256 6B:8B:F0:65:5F:78:E2:51:3B:AC:6F:F3:3F:46:1B:35:DC:B8:5F:64:1A:24:C2:43:F0:A1:58:D0:A1:2C:19:08\r\na=setup:actpass\r\na=mid:0\r\n")
+	b.WriteString("a=extmap:1 urn:ietf:params:rtp-hdrext:ssrc-audio-level\r\na=sendrecv\r\na=msid:stream track\r\na=rtcp-mux\r\n")
+	b.WriteString("a=rtpmap:111 opus/48000/2\r\na=rtcp-fb:111 transport-cc\r\na=fmtp:111 minptime=10;useinbandfec=1\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n")
+	b.WriteString("a=ssrc:1001 cname:abcdefgh\r\na=ssrc:1001 msid:stream track\r\n")
+	return b.String()
+}
+
+// A 3-4 KB browser offer goes to a carrier over UDP once the WebRTC
+// attributes are stripped, and over TCP when they are kept.
+func TestBigOfferStrippedOrTCP(t *testing.T) {
+	client := testClient(t)
+	offer := bigOffer()
+	if len(offer) < 3000 {
+		t.Fatalf("offer is only %d bytes", len(offer))
+	}
+	for _, strip := range []bool{true, false} {
+		synctest.Test(t, func(t *testing.T) {
+			r := newFakeRig(t, client, func(c *Config) {
+				c.Router = RouterFunc(func(ctx context.Context, in *Incoming) (*Route, error) {
+					return &Route{Targets: Targets{{Name: "carrier", URI: sip.Uri{Scheme: "sip", User: "+4930123", Host: "192.0.2.9"}, StripWebRTC: strip}}}, nil
+				})
+			})
+			req := parseInvite(t, "")
+			req.SetBody([]byte(offer))
+			req.RemoveHeader("Content-Length")
+			req.SetTransport("TCP")
+			atx := newFakeServerTx()
+			go r.b.ServeInvite(req, atx)
+			btx := <-r.client.invites
+			body := string(btx.req.Body())
+			if strip {
+				if btx.req.Transport() != "UDP" || strings.Contains(body, "a=candidate") || strings.Contains(body, "a=fingerprint") || !strings.Contains(body, "a=rtpmap:0 PCMU/8000") {
+					t.Fatalf("stripped offer: transport %s, %d bytes:\n%s", btx.req.Transport(), len(body), body)
+				}
+			} else {
+				if btx.req.Transport() != "TCP" || len(body) != len(offer) {
+					t.Fatalf("kept offer went over %s with %d bytes", btx.req.Transport(), len(body))
+				}
+				if c := btx.req.Contact(); c == nil || !strings.Contains(c.Address.String(), "transport=tcp") {
+					t.Fatalf("Contact %v does not say TCP", c)
+				}
+			}
+			btx.reply(486, "")
+			synctest.Wait()
+			r.b.Close()
+		})
+	}
+}
+
+// anchorLog records what the B2BUA asks of its media anchor.
+type anchorLog struct {
+	mu  sync.Mutex
+	ops []string
+}
+
+func (a *anchorLog) Offer(_ context.Context, m MediaRequest) ([]byte, error) {
+	a.mu.Lock()
+	a.ops = append(a.ops, "offer "+m.FromTag+">"+m.ToTag)
+	a.mu.Unlock()
+	return []byte(strings.ReplaceAll(string(m.SDP), "127.0.0.1", "203.0.113.1")), nil
+}
+
+func (a *anchorLog) Answer(_ context.Context, m MediaRequest) ([]byte, error) {
+	a.mu.Lock()
+	a.ops = append(a.ops, "answer "+m.FromTag+">"+m.ToTag)
+	a.mu.Unlock()
+	return []byte(strings.ReplaceAll(string(m.SDP), "127.0.0.1", "203.0.113.1")), nil
+}
+
+func (a *anchorLog) Delete(_ context.Context, id string) error {
+	a.mu.Lock()
+	a.ops = append(a.ops, "delete "+id)
+	a.mu.Unlock()
+	return nil
+}
+
+// Early media of an anchored call: the 183's answer and the 200's go to
+// the same relay session (same call and tags), so the relay keeps the
+// ports it latched on the 183.
+func TestAnchoredEarlyMediaKeepsSession(t *testing.T) {
+	client := testClient(t)
+	synctest.Test(t, func(t *testing.T) {
+		anchor := &anchorLog{}
+		r := newFakeRig(t, client, func(c *Config) {
+			c.Media = anchor
+			c.Router = RouterFunc(func(ctx context.Context, in *Incoming) (*Route, error) {
+				return &Route{Anchor: true, Targets: Targets{{Name: "carrier", URI: sip.Uri{Scheme: "sip", User: "+4930123", Host: "192.0.2.9"}}}}, nil
+			})
+		})
+		req := parseInvite(t, "")
+		atx := newFakeServerTx()
+		go r.b.ServeInvite(req, atx)
+		btx := <-r.client.invites
+		if !strings.Contains(string(btx.req.Body()), "203.0.113.1") {
+			t.Fatalf("offer to the carrier not anchored:\n%s", btx.req.Body())
+		}
+		btx.reply(183, testSDP)
+		synctest.Wait()
+		early := <-atx.res
+		for early.StatusCode == 100 {
+			early = <-atx.res
+		}
+		if early.StatusCode != 183 || !strings.Contains(string(early.Body()), "203.0.113.1") {
+			t.Fatalf("caller got %d with\n%s", early.StatusCode, early.Body())
+		}
+		btx.reply(200, testSDP)
+		synctest.Wait()
+		if ok := atx.final(t); ok.StatusCode != 200 || !strings.Contains(string(ok.Body()), "203.0.113.1") {
+			t.Fatalf("caller got %d", ok.StatusCode)
+		}
+		r.b.Hangup("call-1", CauseCallerHangup)
+		synctest.Wait()
+		r.b.Close()
+		anchor.mu.Lock()
+		defer anchor.mu.Unlock()
+		want := []string{"offer alice-tag>", "answer alice-tag>", "answer alice-tag>", "delete call-1"}
+		if len(anchor.ops) != 4 {
+			t.Fatalf("anchor ops %v", anchor.ops)
+		}
+		for i, op := range anchor.ops {
+			if !strings.HasPrefix(op, want[i]) {
+				t.Fatalf("anchor ops %v, want %v", anchor.ops, want)
+			}
+		}
+		if !strings.HasSuffix(anchor.ops[1], anchor.ops[2][len("answer alice-tag>"):]) {
+			t.Fatalf("183 and 200 answered different parties: %v", anchor.ops)
+		}
+	})
+}
