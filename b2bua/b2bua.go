@@ -220,7 +220,7 @@ func (b *B2BUA) ServeInDialog(req *sip.Request, tx sip.ServerTransaction) bool {
 	l := b.legs[string(*cid)]
 	c := b.owner[l]
 	b.mu.Unlock()
-	if c == nil {
+	if c == nil || !l.matches(req) {
 		return false
 	}
 	c.inDialog(l, req, tx)
@@ -237,7 +237,7 @@ func (b *B2BUA) ServeAck(req *sip.Request, tx sip.ServerTransaction) {
 	l := b.legs[string(*cid)]
 	c := b.owner[l]
 	b.mu.Unlock()
-	if c != nil {
+	if c != nil && l.matches(req) {
 		c.ack(l, req)
 	}
 }

@@ -206,6 +206,25 @@ func TestAnsweredCallCallerHangsUp(t *testing.T) {
 	if got := string(s.InviteResponse.Body()); !strings.Contains(got, "40002") {
 		t.Fatalf("answer SDP not passed through: %q", got)
 	}
+	// A BYE that knows the Call-ID but not the dialog's tags ends nothing.
+	forged := "BYE sip:x@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bK-forged\r\n" +
+		"From: <sip:alice@127.0.0.1>;tag=guess\r\nTo: <sip:+4930123@127.0.0.1>;tag=guess2\r\n" +
+		"Call-ID: " + s.InviteRequest.CallID().Value() + "\r\nCSeq: 99 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+	conn, err := net.Dial("udp", h.node.addr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.Write([]byte(forged))
+	buf := make([]byte, 2048)
+	conn.SetReadDeadline(time.Now().Add(3 * time.Second))
+	n, err := conn.Read(buf)
+	if err != nil || !strings.HasPrefix(string(buf[:n]), "SIP/2.0 481") {
+		t.Fatalf("forged BYE got %q, %v", buf[:n], err)
+	}
+	if len(h.b.Calls()) != 1 {
+		t.Fatal("the forged BYE ended the call")
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := s.Bye(ctx); err != nil {

@@ -27,7 +27,7 @@ func (c *call) inDialog(l *leg, req *sip.Request, tx sip.ServerTransaction) {
 	// RFC 3261 §12.2.2: a request older than the last one is refused.
 	if cseq := req.CSeq(); cseq != nil {
 		l.mu.Lock()
-		stale := cseq.SeqNo < l.remoteSeq || (cseq.SeqNo == l.remoteSeq && req.Method != sip.INVITE && l.remoteSeq != 0 && fromA && st == stSetup)
+		stale := l.remoteSeq != 0 && cseq.SeqNo <= l.remoteSeq
 		if cseq.SeqNo > l.remoteSeq {
 			l.remoteSeq = cseq.SeqNo
 		}

@@ -41,6 +41,24 @@ type leg struct {
 	rseq uint32
 }
 
+// matches tells whether an in-dialog request belongs to the leg's dialog
+// (RFC 3261 §12.2.2): its From tag is the peer's and its To tag ours. A
+// CANCEL carries the INVITE's To, without our tag.
+func (l *leg) matches(req *sip.Request) bool {
+	from, to := req.From(), req.To()
+	if from == nil || to == nil {
+		return false
+	}
+	ft, _ := from.Params.Get("tag")
+	tt, _ := to.Params.Get("tag")
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if req.Method == sip.CANCEL && tt == "" {
+		return ft == l.remoteTag
+	}
+	return ft == l.remoteTag && tt == l.localTag
+}
+
 // nextSeq returns the CSeq for a new request.
 func (l *leg) nextSeq() uint32 {
 	l.mu.Lock()

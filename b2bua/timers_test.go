@@ -258,14 +258,24 @@ func (r *fakeRig) answered(t *testing.T, extra string, okHeaders []sip.Header, n
 	btx.reply(180, "")
 	btx.reply(200, strings.ReplaceAll(testSDP, "40000", "40002"), okHeaders...)
 	synctest.Wait()
-	if res := atx.final(t); res.StatusCode != 200 {
+	res := atx.final(t)
+	if res.StatusCode != 200 {
 		t.Fatalf("caller got %d", res.StatusCode)
 	}
 	if !noAck {
-		ack, _ := sip.ParseMessage([]byte("ACK sip:x@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5000;branch=z9hG4bK-2\r\nFrom: <sip:alice@127.0.0.1>;tag=alice-tag\r\nTo: <sip:+4930123@127.0.0.1>;tag=x\r\nCall-ID: call-1\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"))
-		r.b.ServeAck(ack.(*sip.Request), nil)
+		r.b.ServeAck(ackFor(t, res), nil)
 	}
 	return req, atx, btx
+}
+
+// ackFor is the caller's ACK of a 2xx.
+func ackFor(t testing.TB, ok *sip.Response) *sip.Request {
+	tag, _ := ok.To().Params.Get("tag")
+	msg, err := sip.ParseMessage([]byte("ACK sip:x@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5000;branch=z9hG4bK-2\r\nFrom: <sip:alice@127.0.0.1>;tag=alice-tag\r\nTo: <sip:+4930123@127.0.0.1>;tag=" + tag + "\r\nCall-ID: call-1\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return msg.(*sip.Request)
 }
 
 func testClient(t *testing.T) *sipgo.Client {
@@ -437,8 +447,7 @@ func TestCallerSessionExpiresWithoutRefresh(t *testing.T) {
 		if se := ok.GetHeader("Session-Expires"); se == nil || se.Value() != "120;refresher=uac" {
 			t.Fatalf("200 Session-Expires = %v", se)
 		}
-		ack, _ := sip.ParseMessage([]byte("ACK sip:x@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5000;branch=z9hG4bK-2\r\nFrom: <sip:alice@127.0.0.1>;tag=alice-tag\r\nTo: <sip:+4930123@127.0.0.1>;tag=x\r\nCall-ID: call-1\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"))
-		r.b.ServeAck(ack.(*sip.Request), nil)
+		r.b.ServeAck(ackFor(t, ok), nil)
 		time.Sleep(88 * time.Second) // 120 - min(32, 40)
 		synctest.Wait()
 		if info := r.ev.ended(t); info.Cause != CauseKeepalive || info.Duration() != 88*time.Second {
