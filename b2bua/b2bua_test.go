@@ -207,7 +207,7 @@ func TestAnsweredCallCallerHangsUp(t *testing.T) {
 		t.Fatalf("answer SDP not passed through: %q", got)
 	}
 	// A BYE that knows the Call-ID but not the dialog's tags ends nothing.
-	forged := "BYE sip:x@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bK-forged\r\n" +
+	forged := "BYE sip:x@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bK-forged;rport\r\n" +
 		"From: <sip:alice@127.0.0.1>;tag=guess\r\nTo: <sip:+4930123@127.0.0.1>;tag=guess2\r\n" +
 		"Call-ID: " + s.InviteRequest.CallID().Value() + "\r\nCSeq: 99 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
 	conn, err := net.Dial("udp", h.node.addr.String())
