@@ -34,7 +34,7 @@ type peer struct {
 	pc     net.PacketConn
 }
 
-func newPeer(t *testing.T, name string) *peer {
+func newPeer(t testing.TB, name string) *peer {
 	t.Helper()
 	ua, err := sipgo.NewUA(sipgo.WithUserAgent(name), sipgo.WithUserAgentHostname("127.0.0.1"))
 	if err != nil {
@@ -104,7 +104,7 @@ type harness struct {
 	ev     *events
 }
 
-func newHarness(t *testing.T, targets func() TargetPicker, mod func(*Config)) *harness {
+func newHarness(t testing.TB, targets func() TargetPicker, mod func(*Config)) *harness {
 	t.Helper()
 	node := newPeer(t, "b2bua")
 	ev := newEvents()
@@ -150,7 +150,7 @@ func newHarness(t *testing.T, targets func() TargetPicker, mod func(*Config)) *h
 	return &harness{b: b, node: node, caller: caller, dc: dc, ev: ev}
 }
 
-func (h *harness) invite(t *testing.T, callee string) (*sipgo.DialogClientSession, error) {
+func (h *harness) invite(t testing.TB, callee string) (*sipgo.DialogClientSession, error) {
 	t.Helper()
 	dc := h.dc
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -168,7 +168,7 @@ func (h *harness) invite(t *testing.T, callee string) (*sipgo.DialogClientSessio
 }
 
 // carrier answers INVITEs with the given status after ringing.
-func carrier(t *testing.T, status int, onBye func()) *peer {
+func carrier(t testing.TB, status int, onBye func()) *peer {
 	p := newPeer(t, fmt.Sprintf("carrier-%d", status))
 	p.srv.OnInvite(func(req *sip.Request, tx sip.ServerTransaction) {
 		_ = tx.Respond(sip.NewResponseFromRequest(req, 180, "Ringing", nil))
