@@ -548,7 +548,15 @@ func (c *call) attempt(ctx context.Context, route *Route, t Target, deadline tim
 		b.log.Debug("cannot send INVITE to target", "call-id", c.id, "target", t.Name, "error", err)
 		return outcome{err: err}
 	}
-	defer func() { tx.Terminate() }()
+	// A transaction that got its final response finishes by itself: sipgo
+	// ACKs retransmitted failures, and retransmitted 2xx are ACKed by
+	// ackB's hook. Only an abandoned one is terminated here.
+	final := false
+	defer func() {
+		if !final {
+			tx.Terminate()
+		}
+	}()
 
 	tryTimer := time.NewTimer(b.cfg.TargetTimeout)
 	defer tryTimer.Stop()
@@ -607,6 +615,7 @@ func (c *call) attempt(ctx context.Context, route *Route, t Target, deadline tim
 					sendCancel()
 				}
 			case res.StatusCode < 300:
+				final = true
 				if stopping {
 					// The answer crossed our CANCEL: take the call and end it.
 					c.lateAnswer(bl, req, res, tx)
@@ -630,6 +639,7 @@ func (c *call) attempt(ctx context.Context, route *Route, t Target, deadline tim
 				tryTimer.Reset(b.cfg.TargetTimeout)
 				gotResponse = false
 			default:
+				final = true
 				if stopping {
 					return stopReason
 				}
@@ -917,6 +927,7 @@ func (c *call) answer(ctx context.Context, bl *leg, inv *sip.Request, res *sip.R
 	if !c.lateOffer {
 		c.ackB(bl, seq, nil, tx)
 	} else {
+		c.mu.Lock()
 		c.bAckSeq = seq
 		c.pendingAck[c.a] = func(ackBody []byte) {
 			if len(ackBody) > 0 && anchored {
@@ -927,6 +938,7 @@ func (c *call) answer(ctx context.Context, bl *leg, inv *sip.Request, res *sip.R
 			}
 			c.ackB(bl, seq, ackBody, tx)
 		}
+		c.mu.Unlock()
 	}
 	if c.isCanceled() {
 		if c.lateOffer {

@@ -53,10 +53,13 @@ type billingAuthorizer struct {
 }
 
 func (a billingAuthorizer) Authorize(ctx context.Context, c b2bua.CallInfo) (time.Duration, error) {
-	d, err := a.e.Authorize(ctx, c.Account, c.Destination)
+	// The grant is not passed on: the engine ends the call itself
+	// (OnCutoff) at the instant the money runs out, or later when a top-up
+	// extends it, so the B2BUA's own limit stays its configured cap.
+	_, err := a.e.Authorize(ctx, c.Account, c.Destination)
 	switch {
 	case err == nil:
-		return d, nil
+		return 0, nil
 	case errors.Is(err, billing.ErrInsufficientFunds):
 		return 0, &b2bua.Reject{Status: 402, Reason: "Payment Required", Err: err}
 	case errors.Is(err, billing.ErrNoTariff):

@@ -330,7 +330,23 @@ func run(ctx context.Context, cfg config, ready func(listening)) error {
 	stackNow.Store(stack)
 	up.B2BUA, up.Billing, up.Relay = stack.b2b, stack.engine, stack.relay
 	serve("relay", func() error { return stack.relay.Serve(ctx) })
-	serve("billing", func() error { return stack.engine.Serve(ctx) })
+	serve("billing", func() error {
+		// Serve fails at once when it cannot load the tariffs (the
+		// database is down): try again until it can, rather than stop the
+		// server. Live calls are cut off by timers meanwhile.
+		for {
+			err := stack.engine.Serve(ctx)
+			if ctx.Err() != nil || err == nil || errors.Is(err, billing.ErrClosed) {
+				return nil
+			}
+			log.Warn("billing engine cannot start yet; retrying", "error", err)
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(time.Second):
+			}
+		}
+	})
 
 	log.Info("talkpad server listening", "udp", up.UDP, "tcp", up.TCP, "ws", up.WS, "admin", up.Admin, "stun", cfg.STUN, "realm", cfg.Realm)
 	if ready != nil {
