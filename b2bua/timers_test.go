@@ -665,3 +665,43 @@ func TestAnchoredEarlyMediaKeepsSession(t *testing.T) {
 		}
 	})
 }
+
+// Shutdown refuses new calls, lets live ones end by themselves, and hangs
+// up the rest when its context ends.
+func TestShutdownDrainsThenHangsUp(t *testing.T) {
+	client := testClient(t)
+	synctest.Test(t, func(t *testing.T) {
+		r := newFakeRig(t, client, nil)
+		r.answered(t, "", nil, false)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		done := make(chan error, 1)
+		go func() { done <- r.b.Shutdown(ctx) }()
+		synctest.Wait()
+		// New calls are refused meanwhile.
+		second := parseInvite(t, "")
+		cid := sip.CallIDHeader("call-2")
+		second.ReplaceHeader(&cid)
+		atx := newFakeServerTx()
+		r.b.ServeInvite(second, atx)
+		if res := atx.final(t); res.StatusCode != 503 {
+			t.Fatalf("new call during shutdown got %d", res.StatusCode)
+		}
+		select {
+		case <-done:
+			t.Fatal("Shutdown returned with a call up")
+		default:
+		}
+		time.Sleep(10 * time.Second)
+		synctest.Wait()
+		if err := <-done; !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("Shutdown: %v", err)
+		}
+		if info := r.ev.ended(t); info.Cause != CauseShutdown || info.Duration() != 10*time.Second {
+			t.Fatalf("ended %+v", info)
+		}
+		if n := r.client.count(sip.BYE, ""); n != 2 {
+			t.Fatalf("%d BYEs", n)
+		}
+	})
+}
