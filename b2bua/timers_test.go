@@ -120,6 +120,8 @@ type fakeClient struct {
 	sent    []*sip.Request
 	acks    []*sip.Request
 	answer  func(req *sip.Request) int
+	// autoInvite, if set, answers new INVITEs at once with this status.
+	autoInvite int
 }
 
 func newFakeClient() *fakeClient {
@@ -132,7 +134,11 @@ func (f *fakeClient) TransactionRequest(ctx context.Context, req *sip.Request, _
 	f.sent = append(f.sent, req)
 	answer := f.answer
 	f.mu.Unlock()
-	if req.Method == sip.INVITE && req.To().Params.Has("tag") == false {
+	if req.Method == sip.INVITE && !req.To().Params.Has("tag") {
+		if f.autoInvite != 0 {
+			tx.reply(f.autoInvite, "")
+			return tx, nil
+		}
 		f.invites <- tx
 		return tx, nil
 	}
