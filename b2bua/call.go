@@ -518,7 +518,9 @@ func (c *call) attempt(ctx context.Context, route *Route, t Target, deadline tim
 	bl.contact = b.contactFor(transport)
 	bl.localSeq = 1
 	req := c.bInvite(bl, offer, t)
-	if transport == "UDP" && len(req.String())+200 > maxUDP {
+	// Only a large body can push an INVITE past the limit: measure the
+	// whole message then.
+	if transport == "UDP" && len(offer) > maxUDP/2 && len(req.String())+200 > maxUDP {
 		// RFC 3261 §18.1.1: too big for UDP.
 		bl.transport = "TCP"
 		bl.contact = b.contactFor("TCP")
