@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/pprof"
 	"sort"
 	"strings"
 
@@ -18,8 +19,13 @@ import (
 //	GET /metrics                 Prometheus text format
 //	GET /api/lookup?aor=sip:...  the live bindings of an AOR, as JSON
 //	GET /healthz                 200 while serving
+//	GET /debug/pprof/...         Go profiles (heap, goroutine, CPU profile, trace)
 func adminHandler(reg *registrar.Registrar, creds *registrar.CredentialCache, stunSrv *stun.Server, guard *wsguard.Listener, calls func() *callStack) http.Handler {
 	mux := http.NewServeMux()
+	// Profiles for operators: go tool pprof http://ADMIN/debug/pprof/profile
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "ok\n")
 	})
