@@ -448,3 +448,21 @@ func TestCallFromPSTNToUser(t *testing.T) {
 		t.Fatalf("CDRs %v", cdrs)
 	}
 }
+
+// TestCallMediaTimeout: an anchored call whose media never flows is ended
+// by the relay's media timeout, with a BYE to both sides.
+func TestCallMediaTimeout(t *testing.T) {
+	r := newCallRig(t, "10.00", "anchor = \"always\"\n\n[relay]\ntimeout = \"2s\"", "carrier")
+	uas := r.carrier("carrier", "uas_answer.xml", 1)
+	uac := r.caller("uac_wait_bye.xml", 1)
+	uac.wait(t, 30*time.Second)
+	uas.wait(t, 10*time.Second)
+	r.settled()
+	cdrs := r.cdrs()
+	if len(cdrs) != 1 || cdrs[0]["cause"] != b2bua.CauseMediaTimeout || cdrs[0]["anchored"] != "true" {
+		t.Fatalf("CDRs %v", cdrs)
+	}
+	if st := r.srv.up.Relay.Stats(); st.Sessions != 0 || st.SessionTimeouts != 1 {
+		t.Fatalf("relay %+v", st)
+	}
+}
