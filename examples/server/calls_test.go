@@ -466,3 +466,29 @@ func TestCallMediaTimeout(t *testing.T) {
 		t.Fatalf("relay %+v", st)
 	}
 }
+
+// TestCallTopUpExtendsCall: money added during a call moves its cut-off
+// later: 5 s of credit, 5 s more added after 2 s, the call lasts 10 s.
+func TestCallTopUpExtendsCall(t *testing.T) {
+	r := newCallRig(t, "0.05", "", "carrier")
+	uas := r.carrier("carrier", "uas_answer.xml", 1)
+	uac := r.caller("uac_wait_bye.xml", 1)
+	deadline := time.Now().Add(10 * time.Second)
+	for r.srv.up.B2BUA.Stats().Active == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("call not answered")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(2 * time.Second)
+	if _, err := r.srv.up.Billing.TopUp(context.Background(), "acc-alice", 50_000, "top-up-1", "test"); err != nil {
+		t.Fatal(err)
+	}
+	uac.wait(t, 30*time.Second)
+	uas.wait(t, 10*time.Second)
+	r.settled()
+	billed := r.storeCDRs()
+	if len(billed) != 1 || billed[0].BilledSeconds != 10 || billed[0].Cause != "credit" || r.balance() != 0 {
+		t.Fatalf("billing CDRs %+v, balance %d", billed, r.balance())
+	}
+}
