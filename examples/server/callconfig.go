@@ -51,6 +51,9 @@ type callsConfig struct {
 	NoAnswerTimeout time.Duration
 	// Keepalive is the in-dialog OPTIONS interval; 0 disables them.
 	Keepalive time.Duration
+	// SessionExpires asks carriers for RFC 4028 session timers with this
+	// interval, refreshed by the B2BUA; 0 disables.
+	SessionExpires time.Duration
 	// MaxDuration caps calls that are not billed; 0: no cap.
 	MaxDuration time.Duration
 	// Redirects is "return" or "follow".
@@ -219,6 +222,7 @@ type rawCallConfig struct {
 		RetryAfter      *string `toml:"retry_after"`
 		NoAnswerTimeout *string `toml:"no_answer_timeout"`
 		Keepalive       *string `toml:"keepalive"`
+		SessionExpires  *string `toml:"session_expires"`
 		MaxDuration     *string `toml:"max_duration"`
 		Redirects       *string `toml:"redirects"`
 		Anchor          *string `toml:"anchor"`
@@ -378,6 +382,12 @@ func (cfg *callConfig) fillCalls(raw *rawCallConfig) error {
 	}
 	if c.Keepalive, err = duration("calls.keepalive", rc.Keepalive, 0, false); err != nil {
 		return err
+	}
+	if c.SessionExpires, err = duration("calls.session_expires", rc.SessionExpires, 0, false); err != nil {
+		return err
+	}
+	if c.SessionExpires != 0 && c.SessionExpires < 90*time.Second {
+		return fmt.Errorf("config: calls.session_expires: %s, must be 0 or at least 90s (RFC 4028 Min-SE)", c.SessionExpires)
 	}
 	if c.MaxDuration, err = duration("calls.max_duration", rc.MaxDuration, defaultMaxDuration, false); err != nil {
 		return err

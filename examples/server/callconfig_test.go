@@ -150,6 +150,7 @@ func TestParseCallConfigErrors(t *testing.T) {
 		{"retry_after too small", "[calls]\nretry_after = \"500ms\"", "at least 1s"},
 		{"zero no-answer", "[calls]\nno_answer_timeout = \"0s\"", "calls.no_answer_timeout: duration \"0s\" must be positive"},
 		{"negative keepalive", "[calls]\nkeepalive = \"-1s\"", "calls.keepalive"},
+		{"session timer too short", "[calls]\nsession_expires = \"60s\"", "calls.session_expires"},
 		{"redirects", "[calls]\nredirects = \"drop\"", "calls.redirects"},
 		{"anchor", "[calls]\nanchor = \"sometimes\"", "calls.anchor"},
 		{"duration as number", "[calls]\nkeepalive = 30", "keepalive"},

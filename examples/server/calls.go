@@ -237,6 +237,7 @@ func startCalls(ctx context.Context, sc callStackConfig) (*callStack, error) {
 		Media:         relayAnchor{s.relay},
 		MaxSetup:      cc.Calls.MaxSetup, RetryAfter: cc.Calls.RetryAfter,
 		NoAnswerTimeout: cc.Calls.NoAnswerTimeout, KeepAlive: cc.Calls.Keepalive,
+		SessionExpires:  cc.Calls.SessionExpires,
 		FollowRedirects: cc.Calls.Redirects == "follow",
 		Contacts:        map[string]sip.Uri{},
 		Logger:          log.With("component", "b2bua"),
