@@ -67,9 +67,21 @@ type call struct {
 	// the ACK of the other leg when this leg's ACK arrives.
 	pendingAck map[*leg]func(body []byte)
 
-	timers []*time.Timer
+	timers         []*time.Timer // fixed ones: ACK wait, maximum duration
+	retransmit     *time.Timer   // 2xx retransmission to a UDP caller
+	keepaliveTimer *time.Timer
 	// sessionTimers holds the RFC 4028 state of the legs that use them.
 	sessionTimers map[*leg]*sessionTimer
+
+	// earlyAnswer is the SDP passed to the caller in a provisional
+	// response (rewritten when anchored).
+	earlyAnswer []byte
+	// calleeGone is set when the callee sent BYE before the caller got
+	// the 200.
+	calleeGone bool
+	// endAtAnswer makes the call end at its answer instant: it was never
+	// connected to the caller, there is nothing to bill.
+	endAtAnswer bool
 }
 
 // newCall handles a new INVITE; it runs in sipgo's goroutine for the
@@ -137,6 +149,29 @@ func (b *B2BUA) newCall(req *sip.Request, tx sip.ServerTransaction) {
 	src, _ := netip.ParseAddrPort(req.Source())
 	ctx, cancel := context.WithTimeout(context.Background(), b.cfg.NoAnswerTimeout+timerF)
 	defer cancel()
+	c := &call{
+		b: b, id: string(*cid), aInvite: req, aTx: tx,
+		aTag: sip.GenerateTagN(16), aFromTag: from.Params.GetOr("tag", ""),
+		canceled: make(chan struct{}), acked: make(chan struct{}),
+		pendingAck: map[*leg]func([]byte){}, sessionTimers: map[*leg]*sessionTimer{},
+	}
+	// The caller's CANCEL (sipgo has answered it 200 and the INVITE 487),
+	// or the end of its transaction, stops the setup; registered before
+	// anything slow, and checked: they report false when it happened
+	// already.
+	if !tx.OnCancel(func(*sip.Request) { c.cancel(CauseCanceled) }) {
+		c.cancel(CauseCanceled)
+	}
+	if !tx.OnTerminate(func(string, error) {
+		c.mu.Lock()
+		st := c.state
+		c.mu.Unlock()
+		if st == stSetup {
+			c.cancel(CauseCanceled)
+		}
+	}) {
+		c.cancel(CauseCanceled)
+	}
 	var id Identity
 	if b.cfg.Authenticator != nil {
 		var res *sip.Response
@@ -150,12 +185,6 @@ func (b *B2BUA) newCall(req *sip.Request, tx sip.ServerTransaction) {
 		}
 	}
 
-	c := &call{
-		b: b, id: string(*cid), aInvite: req, aTx: tx,
-		aTag: sip.GenerateTagN(16), aFromTag: from.Params.GetOr("tag", ""),
-		canceled: make(chan struct{}), acked: make(chan struct{}),
-		pendingAck: map[*leg]func([]byte){}, sessionTimers: map[*leg]*sessionTimer{},
-	}
 	transport := strings.ToUpper(req.Transport())
 	c.aUDP = transport == "UDP" || transport == ""
 	c.a = &leg{
@@ -188,18 +217,6 @@ func (b *B2BUA) newCall(req *sip.Request, tx sip.ServerTransaction) {
 	b.mu.Unlock()
 	b.stats.calls.Add(1)
 
-	// The caller's CANCEL: sipgo has answered it 200 and the INVITE 487.
-	tx.OnCancel(func(*sip.Request) { c.cancel(CauseCanceled) })
-	tx.OnTerminate(func(string, error) {
-		// A transport failure of the caller's transaction before the
-		// answer also stops the setup.
-		c.mu.Lock()
-		st := c.state
-		c.mu.Unlock()
-		if st == stSetup {
-			c.cancel(CauseCanceled)
-		}
-	})
 
 	answered := c.setup(ctx, &Incoming{
 		ID: c.id, Request: req, Source: src, Transport: transport, Identity: id,
@@ -231,10 +248,15 @@ func unsupported(req *sip.Request) string {
 
 // cancel stops a call in setup.
 func (c *call) cancel(cause string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.cancelLocked(cause)
+}
+
+// cancelLocked is cancel with c.mu held.
+func (c *call) cancelLocked(cause string) {
 	c.cancelOnce.Do(func() {
-		c.mu.Lock()
 		c.cancelCause = cause
-		c.mu.Unlock()
 		close(c.canceled)
 	})
 }
@@ -251,6 +273,7 @@ func (c *call) isCanceled() bool {
 // outcome of one attempt.
 type outcome struct {
 	answered  bool
+	finished  bool // the call was ended already (the caller has its final response)
 	canceled  bool
 	noAnswer  bool // the overall no-answer timeout passed
 	status    int
@@ -299,18 +322,20 @@ func (c *call) setup(ctx context.Context, in *Incoming) bool {
 
 	deadline := time.Now().Add(b.cfg.NoAnswerTimeout)
 	var (
-		prev      *Attempt
+		prev      *Attempt // the last attempt
+		picked    *Attempt // the last attempt on a target of the picker
 		last      outcome
 		extra     []Target // from followed redirects
 		redirects int
 	)
 	for {
 		var t Target
-		if len(extra) > 0 {
+		fromPicker := len(extra) == 0
+		if !fromPicker {
 			t, extra = extra[0], extra[1:]
 		} else {
 			var ok bool
-			t, ok = route.Targets.Next(ctx, prev)
+			t, ok = route.Targets.Next(ctx, picked)
 			if !ok {
 				break
 			}
@@ -324,13 +349,16 @@ func (c *call) setup(ctx context.Context, in *Incoming) bool {
 		}
 		started := time.Now()
 		last = c.attempt(ctx, route, t, deadline)
-		if last.answered {
-			return true
+		if last.answered || last.finished {
+			return last.answered
 		}
 		if last.canceled || last.noAnswer {
 			break
 		}
 		prev = &Attempt{Target: t, Status: last.status, Err: last.err, Took: time.Since(started)}
+		if fromPicker {
+			picked = prev
+		}
 		if len(last.redirects) > 0 && b.cfg.FollowRedirects {
 			for _, u := range last.redirects {
 				if redirects >= 5 {
@@ -382,7 +410,7 @@ func (c *call) setup(ctx context.Context, in *Incoming) bool {
 			}
 		}
 		if last.res != nil {
-			for _, name := range []string{"Reason", "Retry-After", "Warning"} {
+			for _, name := range []string{"Reason", "Retry-After", "Warning", "Min-SE", "Unsupported"} {
 				if h := last.res.GetHeader(name); h != nil && !(name == "Retry-After" && st != last.status) {
 					hs = append(hs, sip.HeaderClone(h))
 				}
@@ -463,6 +491,7 @@ func (c *call) attempt(ctx context.Context, route *Route, t Target, deadline tim
 		b.log.Warn("call wants media anchoring but no MediaAnchor is configured", "call-id", c.id)
 	}
 	c.mu.Lock()
+	c.earlyAnswer = nil
 	wasAnchored := c.anchored
 	c.anchored = anchored
 	c.info.Anchored = anchored
@@ -575,11 +604,17 @@ func (c *call) attempt(ctx context.Context, route *Route, t Target, deadline tim
 		canceled                                           = c.canceled
 		stopReason                                         outcome
 	)
+	// RFC 3261 §9.1: an INVITE whose CANCEL got no final response in
+	// 64*T1 is considered canceled.
+	giveUp := time.NewTimer(time.Hour)
+	giveUp.Stop()
+	defer giveUp.Stop()
 	sendCancel := func() {
 		if cancelSent {
 			return
 		}
 		cancelSent = true
+		giveUp.Reset(timerF)
 		creq := cancelRequest(req)
 		b.spawn(func() {
 			cctx, cancel := context.WithTimeout(context.Background(), timerF)
@@ -623,10 +658,7 @@ func (c *call) attempt(ctx context.Context, route *Route, t Target, deadline tim
 					c.lateAnswer(bl, req, res, tx)
 					return stopReason
 				}
-				if c.answer(ctx, bl, req, res, tx) {
-					return outcome{answered: true}
-				}
-				return outcome{canceled: true}
+				return c.answer(ctx, bl, req, res, tx)
 			case (res.StatusCode == 401 || res.StatusCode == 407) && t.Username != "" && !authTried && !stopping:
 				authTried = true
 				ntx, err := b.client.TransactionDigestAuth(ctx, req, res, sipgo.DigestAuth{Username: t.Username, Password: t.Password})
@@ -639,7 +671,7 @@ func (c *call) attempt(ctx context.Context, route *Route, t Target, deadline tim
 				bl.localSeq = req.CSeq().SeqNo
 				bl.mu.Unlock()
 				tryTimer.Reset(b.cfg.TargetTimeout)
-				gotResponse = false
+				gotResponse, gotProvisional = false, false
 			default:
 				final = true
 				if stopping {
@@ -685,6 +717,14 @@ func (c *call) attempt(ctx context.Context, route *Route, t Target, deadline tim
 			} else {
 				return stopReason
 			}
+		case <-giveUp.C:
+			b.log.Debug("target never ended its INVITE after our CANCEL", "call-id", c.id, "target", t.Name)
+			return stopReason
+		case <-ctx.Done():
+			if stopping {
+				return stopReason
+			}
+			return outcome{status: 408, reason: "Request Timeout", err: ctx.Err()}
 		case <-tryTimer.C:
 			if stopping && !gotProvisional {
 				return stopReason
@@ -706,11 +746,18 @@ func (c *call) bInvite(bl *leg, offer []byte, t Target) *sip.Request {
 		req.ReplaceHeader(&v)
 	}
 	req.AppendHeader(sip.NewHeader("Allow", allowHeader))
+	// Reliable provisionals are acknowledged here, on the B-leg; without an
+	// offer from the caller, the callee's offer could come in one, and its
+	// answer would have to go in the PRACK: not offered then.
+	rel := "100rel, "
+	if c.lateOffer {
+		rel = ""
+	}
 	if se := b.cfg.SessionExpires; se > 0 {
-		req.AppendHeader(sip.NewHeader("Supported", "100rel, timer"))
+		req.AppendHeader(sip.NewHeader("Supported", rel+"timer"))
 		req.AppendHeader(sip.NewHeader("Session-Expires", strconv.Itoa(int(se/time.Second))+";refresher=uac"))
 		req.AppendHeader(sip.NewHeader("Min-SE", "90"))
-	} else {
+	} else if rel != "" {
 		req.AppendHeader(sip.NewHeader("Supported", "100rel"))
 	}
 	req.AppendHeader(sip.NewHeader("User-Agent", b.cfg.UserAgent))
@@ -808,6 +855,9 @@ func (c *call) early(bl *leg, inv *sip.Request, res *sip.Response) {
 	out := c.aResponse(res.StatusCode, res.Reason, body)
 	_ = c.aTx.Respond(out)
 	c.mu.Lock()
+	if sdp {
+		c.earlyAnswer = body
+	}
 	first := c.info.Ringing.IsZero()
 	if first {
 		c.info.Ringing = time.Now()
@@ -901,17 +951,20 @@ func (c *call) lateAnswer(bl *leg, inv *sip.Request, res *sip.Response, tx sip.C
 }
 
 // answer handles the B-leg 2xx: the caller gets the 200, the call is
-// accounted and its timers start. It reports false when the call could not
-// be completed (the caller canceled meanwhile, or accounting failed).
-func (c *call) answer(ctx context.Context, bl *leg, inv *sip.Request, res *sip.Response, tx sip.ClientTransaction) bool {
+// accounted and its timers start. When the call cannot be completed (the
+// caller canceled or the callee hung up meanwhile, accounting failed) it
+// is ended here, and the outcome says so.
+func (c *call) answer(ctx context.Context, bl *leg, inv *sip.Request, res *sip.Response, tx sip.ClientTransaction) outcome {
 	b := c.b
 	completeDialog(bl, res)
 	seq := inv.CSeq().SeqNo
 	body := res.Body()
+	hasSDP := isSDP(res)
 	c.mu.Lock()
 	anchored := c.anchored
+	early := c.earlyAnswer
 	c.mu.Unlock()
-	if isSDP(res) && anchored {
+	if hasSDP && anchored {
 		var err error
 		if c.lateOffer {
 			body, err = b.cfg.Media.Offer(ctx, MediaRequest{CallID: c.id, FromTag: c.aTag, ToTag: c.aFromTag, SDP: body, Source: sourceAddr(res)})
@@ -923,17 +976,24 @@ func (c *call) answer(ctx context.Context, bl *leg, inv *sip.Request, res *sip.R
 			c.ackB(bl, seq, nil, tx)
 			c.sendBye(bl)
 			c.failSetup(500, "Server Internal Error", CauseError)
-			return false
+			return outcome{finished: true}
 		}
+	}
+	if !hasSDP && !c.lateOffer && len(early) > 0 {
+		// The callee answered in a reliable provisional (RFC 3262) and sent
+		// the 200 without SDP; the caller, which got that answer only in an
+		// unreliable one, must find it in the 200 (RFC 3261 §13.2.1).
+		body = early
 	}
 	if !c.lateOffer {
 		c.ackB(bl, seq, nil, tx)
 	} else {
 		c.mu.Lock()
-		c.bAckSeq = seq
 		c.pendingAck[c.a] = func(ackBody []byte) {
 			if len(ackBody) > 0 && anchored {
-				out, err := b.cfg.Media.Answer(context.Background(), MediaRequest{CallID: c.id, FromTag: c.aTag, ToTag: c.aFromTag, SDP: ackBody, Source: c.info.Source.Addr()})
+				actx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				out, err := b.cfg.Media.Answer(actx, MediaRequest{CallID: c.id, FromTag: c.aTag, ToTag: c.aFromTag, SDP: ackBody, Source: c.info.Source.Addr()})
+				cancel()
 				if err == nil {
 					ackBody = out
 				}
@@ -942,12 +1002,21 @@ func (c *call) answer(ctx context.Context, bl *leg, inv *sip.Request, res *sip.R
 		}
 		c.mu.Unlock()
 	}
-	if c.isCanceled() {
+	// abandon ends the B-leg of a call that will not be completed.
+	abandon := func() {
 		if c.lateOffer {
 			c.ackB(bl, seq, nil, tx)
 		}
-		c.sendBye(bl)
-		return false
+		c.mu.Lock()
+		gone := c.calleeGone
+		c.mu.Unlock()
+		if !gone {
+			c.sendBye(bl)
+		}
+	}
+	if c.isCanceled() {
+		abandon()
+		return outcome{canceled: true}
 	}
 	c.mu.Lock()
 	c.info.Answer = time.Now()
@@ -957,50 +1026,69 @@ func (c *call) answer(ctx context.Context, bl *leg, inv *sip.Request, res *sip.R
 	if b.cfg.Authorizer != nil && info.Account != "" {
 		if err := b.cfg.Authorizer.Answered(ctx, info); err != nil {
 			b.log.Warn("cannot account the answered call; ending it", "call-id", c.id, "error", err)
-			if c.lateOffer {
-				c.ackB(bl, seq, nil, tx)
-			}
-			c.sendBye(bl)
+			abandon()
 			c.mu.Lock()
-			c.info.Answer = time.Time{}
+			c.info.Answer = time.Time{} // not accounted: nothing to end
 			c.mu.Unlock()
 			c.failSetup(503, "Service Unavailable", CauseError)
-			return false
+			return outcome{finished: true}
 		}
 	}
 	ok := c.aResponse(200, "OK", body)
+	c.mu.Lock()
 	// RFC 4028 on the B-leg: the callee's 2xx says who refreshes.
 	if se, refresher, has := sessionExpires(res); has && b.cfg.SessionExpires > 0 && se >= minSE {
 		c.sessionTimers[bl] = &sessionTimer{interval: se, weRefresh: refresher != "uas", useUpdate: allows(res, "UPDATE")}
 	}
-	// On the A-leg the caller refreshes, if it supports timers.
-	if se, _, has := sessionExpires(c.aInvite); has && hasOption(c.aInvite, "Supported", "timer") {
-		ok.AppendHeader(sip.NewHeader("Session-Expires", strconv.Itoa(int(se/time.Second))+";refresher=uac"))
+	// On the A-leg the caller chose the refresher (RFC 4028 §9): itself,
+	// unless it asked the B2BUA to refresh.
+	if se, refresher, has := sessionExpires(c.aInvite); has && hasOption(c.aInvite, "Supported", "timer") && se >= minSE {
+		if refresher != "uas" {
+			refresher = "uac"
+		}
+		ok.AppendHeader(sip.NewHeader("Session-Expires", strconv.Itoa(int(se/time.Second))+";refresher="+refresher))
 		ok.AppendHeader(sip.NewHeader("Require", "timer"))
-		c.sessionTimers[c.a] = &sessionTimer{interval: se}
+		c.sessionTimers[c.a] = &sessionTimer{interval: se, weRefresh: refresher == "uas", useUpdate: allows(c.aInvite, "UPDATE")}
 	}
+	if c.isCanceled() {
+		// The caller canceled, or the callee hung up, while the call was
+		// being accounted: it ends now, with nothing to bill.
+		cause := c.cancelCause
+		c.endAtAnswer = true
+		c.mu.Unlock()
+		abandon()
+		if cause == CauseCanceled {
+			c.mu.Lock()
+			c.info.Status = 487
+			c.mu.Unlock()
+			c.finish(cause)
+		} else {
+			c.failSetup(480, "Temporarily Unavailable", cause)
+		}
+		return outcome{finished: true}
+	}
+	c.state = stAnswered
+	c.mu.Unlock()
 	c.a.mu.Lock()
 	c.a.lastSDP = body
 	c.a.mu.Unlock()
-	c.mu.Lock()
-	c.state = stAnswered
-	c.mu.Unlock()
+	b.active.Add(1)
 	if err := c.aTx.Respond(ok); err != nil {
 		// The caller's transaction is gone (it canceled as the answer came).
-		c.sendBye(bl)
 		c.mu.Lock()
 		c.info.Status = 487
+		c.endAtAnswer = true
 		c.mu.Unlock()
+		c.sendBye(bl)
 		c.endAnswered(CauseCanceled)
-		return false
+		return outcome{finished: true}
 	}
-	b.active.Add(1)
 	b.stats.answered.Add(1)
 	b.emit(EventAnswered, info)
 	c.startTimers(ok)
 	c.armSessionTimer(c.a)
 	c.armSessionTimer(bl)
-	return true
+	return outcome{answered: true}
 }
 
 // startTimers arms the answered call's timers: 2xx retransmission to a
@@ -1025,11 +1113,11 @@ func (c *call) startTimers(ok *sip.Response) {
 			interval = min(2*interval, t2)
 			c.mu.Lock()
 			if c.state == stAnswered {
-				c.timers = append(c.timers, time.AfterFunc(interval, retransmit))
+				c.retransmit.Reset(interval)
 			}
 			c.mu.Unlock()
 		}
-		c.timers = append(c.timers, time.AfterFunc(interval, retransmit))
+		c.retransmit = time.AfterFunc(interval, retransmit)
 	}
 	c.timers = append(c.timers, time.AfterFunc(timerF, func() {
 		select {
@@ -1040,10 +1128,11 @@ func (c *call) startTimers(ok *sip.Response) {
 		}
 	}))
 	if d := c.info.MaxDuration; d > 0 {
-		c.timers = append(c.timers, time.AfterFunc(d, func() { c.hangup(CauseMaxDuration) }))
+		// From the answer instant, not from now: accounting took a moment.
+		c.timers = append(c.timers, time.AfterFunc(time.Until(c.info.Answer.Add(d)), func() { c.hangup(CauseMaxDuration) }))
 	}
 	if b.cfg.KeepAlive > 0 {
-		c.timers = append(c.timers, time.AfterFunc(b.cfg.KeepAlive, c.keepalive))
+		c.keepaliveTimer = time.AfterFunc(b.cfg.KeepAlive, c.keepalive)
 	}
 }
 
@@ -1055,9 +1144,9 @@ func (c *call) keepalive() {
 		return
 	}
 	legs := []*leg{c.a, c.bl}
+	c.keepaliveTimer.Reset(c.b.cfg.KeepAlive)
 	c.mu.Unlock()
 	for _, l := range legs {
-		l := l
 		c.b.spawn(func() {
 			res, err := c.b.transactResult(l.request(sip.OPTIONS, l.nextSeq(), nil))
 			dead := err != nil || res == nil || res.StatusCode == 481 || res.StatusCode == 408
@@ -1067,11 +1156,6 @@ func (c *call) keepalive() {
 			}
 		})
 	}
-	c.mu.Lock()
-	if c.state == stAnswered {
-		c.timers = append(c.timers, time.AfterFunc(c.b.cfg.KeepAlive, c.keepalive))
-	}
-	c.mu.Unlock()
 }
 
 // hangup ends the call for cause: in setup it stops the attempts; when
@@ -1159,7 +1243,20 @@ func (c *call) finish(cause string) bool {
 		t.Stop()
 	}
 	c.timers = nil
+	for _, t := range []*time.Timer{c.retransmit, c.keepaliveTimer} {
+		if t != nil {
+			t.Stop()
+		}
+	}
+	for _, st := range c.sessionTimers {
+		if st.timer != nil {
+			st.timer.Stop()
+		}
+	}
 	c.info.End = time.Now()
+	if c.endAtAnswer {
+		c.info.End = c.info.Answer
+	}
 	c.info.Cause = cause
 	if c.info.Status == 0 {
 		c.info.Status = 500

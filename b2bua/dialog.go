@@ -38,15 +38,47 @@ func (c *call) inDialog(l *leg, req *sip.Request, tx sip.ServerTransaction) {
 		}
 	}
 
+	// Target refresh (RFC 3261 §12.2.2): a re-INVITE or UPDATE may move the
+	// peer; the caller is reached where its requests come from.
+	if req.Method == sip.INVITE || req.Method == sip.UPDATE {
+		if ct := req.Contact(); ct != nil {
+			l.mu.Lock()
+			l.remoteTarget = *ct.Address.Clone()
+			l.mu.Unlock()
+		}
+	}
+	if fromA && req.Source() != "" {
+		l.mu.Lock()
+		if l.dest != "" {
+			l.dest = req.Source()
+		}
+		l.mu.Unlock()
+	}
+
 	switch req.Method {
 	case sip.BYE:
+		// Decided under the call's lock, so that a BYE and the answer
+		// cannot cross: either the setup sees the cancel, or the BYE sees
+		// the answered call.
+		c.mu.Lock()
+		st = c.state
+		switch {
+		case st == stSetup && fromA:
+			c.cancelLocked(CauseCanceled)
+		case st == stSetup && l == c.bl:
+			// The callee hangs up before the caller got the 200.
+			c.calleeGone = true
+			c.cancelLocked(CauseCalleeHangup)
+		}
+		c.mu.Unlock()
 		switch {
 		case st == stSetup && fromA:
 			// A BYE in the early dialog (RFC 3261 §15): the caller gives up.
 			respond(tx, req, 200, "OK")
-			c.cancel(CauseCanceled)
 			res := c.aResponse(487, "Request Terminated", nil)
 			_ = c.aTx.Respond(res)
+		case st == stSetup && l == c.bl:
+			respond(tx, req, 200, "OK")
 		case st == stAnswered:
 			respond(tx, req, 200, "OK")
 			cause := CauseCallerHangup
@@ -66,6 +98,13 @@ func (c *call) inDialog(l *leg, req *sip.Request, tx sip.ServerTransaction) {
 	case sip.INVITE, sip.UPDATE:
 		if st != stAnswered || other == nil {
 			respond(tx, req, 491, "Request Pending")
+			return
+		}
+		if req.Method == sip.UPDATE && len(req.Body()) == 0 {
+			// A session refresh (RFC 4028) or a bare target refresh: it is
+			// this leg's business, answered here; the B2BUA refreshes the
+			// other leg itself.
+			c.refreshed(l, req, tx)
 			return
 		}
 		c.offer(l, other, fromA, req, tx)
@@ -122,23 +161,29 @@ func (c *call) partyTags(fromA bool) (self, peer string) {
 // resume, codec changes, session refreshes.
 func (c *call) offer(l, other *leg, fromA bool, req *sip.Request, tx sip.ServerTransaction) {
 	b := c.b
-	l.mu.Lock()
-	other.mu.Lock()
+	// Both legs' locks, always the caller's first: crossing offers from
+	// the two sides must not deadlock.
+	first, second := l, other
+	if !fromA {
+		first, second = other, l
+	}
+	first.mu.Lock()
+	second.mu.Lock()
 	if l.inviting || other.inviting {
-		other.mu.Unlock()
-		l.mu.Unlock()
+		second.mu.Unlock()
+		first.mu.Unlock()
 		respond(tx, req, 491, "Request Pending") // RFC 3261 §14.2: glare
 		return
 	}
 	l.inviting, other.inviting = true, true
-	other.mu.Unlock()
-	l.mu.Unlock()
+	second.mu.Unlock()
+	first.mu.Unlock()
 	done := func() {
-		l.mu.Lock()
-		other.mu.Lock()
+		first.mu.Lock()
+		second.mu.Lock()
 		l.inviting, other.inviting = false, false
-		other.mu.Unlock()
-		l.mu.Unlock()
+		second.mu.Unlock()
+		first.mu.Unlock()
 	}
 	if req.Method == sip.INVITE {
 		_ = tx.Respond(sip.NewResponseFromRequest(req, 100, "Trying", nil))
@@ -182,13 +227,17 @@ func (c *call) offer(l, other *leg, fromA bool, req *sip.Request, tx sip.ServerT
 	}
 	seq := out.CSeq().SeqNo
 	out.AppendHeader(sip.NewHeader("User-Agent", b.cfg.UserAgent))
+	if len(body) > 0 {
+		other.mu.Lock()
+		other.lastSDP = body
+		other.mu.Unlock()
+	}
 	otx, err := b.client.TransactionRequest(ctx, out, b.addVia)
 	if err != nil {
 		done()
 		respond(tx, req, 500, "Server Internal Error")
 		return
 	}
-	defer otx.Terminate()
 	var res *sip.Response
 wait:
 	for {
@@ -206,6 +255,7 @@ wait:
 	}
 	done()
 	if res == nil {
+		otx.Terminate()
 		respond(tx, req, 408, "Request Timeout")
 		// RFC 3261 §14.1: a re-INVITE that times out ends the dialog.
 		c.hangup(CauseKeepalive)
@@ -256,6 +306,11 @@ wait:
 			c.mu.Unlock()
 		}
 	}
+	if len(answer) > 0 {
+		l.mu.Lock()
+		l.lastSDP = answer
+		l.mu.Unlock()
+	}
 	back := sip.NewResponseFromRequest(req, res.StatusCode, res.Reason, nil)
 	if se, _, has := sessionExpires(req); has && hasOption(req, "Supported", "timer") {
 		back.AppendHeader(sip.NewHeader("Session-Expires", strconv.Itoa(int(se/time.Second))+";refresher=uac"))
@@ -292,4 +347,26 @@ func (c *call) ack(l *leg, req *sip.Request) {
 	if f != nil {
 		f(req.Body())
 	}
+}
+
+// refreshed answers a session refresh or target refresh without a body
+// (UPDATE) on leg l itself, and re-arms l's session timer.
+func (c *call) refreshed(l *leg, req *sip.Request, tx sip.ServerTransaction) {
+	res := sip.NewResponseFromRequest(req, 200, "OK", nil)
+	res.AppendHeader(&sip.ContactHeader{Address: *l.contact.Clone()})
+	res.AppendHeader(sip.NewHeader("Allow", allowHeader))
+	if se, refresher, has := sessionExpires(req); has && hasOption(req, "Supported", "timer") && se >= minSE {
+		if refresher != "uas" {
+			refresher = "uac"
+		}
+		res.AppendHeader(sip.NewHeader("Session-Expires", strconv.Itoa(int(se/time.Second))+";refresher="+refresher))
+		res.AppendHeader(sip.NewHeader("Require", "timer"))
+		c.mu.Lock()
+		if st := c.sessionTimers[l]; st != nil && !st.weRefresh {
+			st.interval = se
+		}
+		c.mu.Unlock()
+	}
+	_ = tx.Respond(res)
+	c.armSessionTimer(l)
 }

@@ -67,7 +67,6 @@ func (c *call) armSessionTimer(l *leg) {
 			c.hangup(CauseKeepalive)
 		})
 	}
-	c.timers = append(c.timers, st.timer)
 }
 
 // sessionTimer is the RFC 4028 state of one leg.
@@ -99,8 +98,8 @@ func (c *call) refresh(l *leg) {
 		// An offer/answer exchange is under way; it refreshes too.
 		c.mu.Lock()
 		if c.state == stAnswered {
+			st.timer.Stop()
 			st.timer = time.AfterFunc(2*time.Second, func() { c.refresh(l) })
-			c.timers = append(c.timers, st.timer)
 		}
 		c.mu.Unlock()
 		return
@@ -113,7 +112,10 @@ func (c *call) refresh(l *leg) {
 		}()
 		method := sip.INVITE
 		var body []byte
-		if st.useUpdate {
+		if st.useUpdate || len(sdp) == 0 {
+			// UPDATE without a body refreshes without touching the media;
+			// a re-INVITE must repeat the session we have (the last offer
+			// or answer we sent on this leg).
 			method = sip.UPDATE
 		} else {
 			body = sdp
