@@ -217,7 +217,6 @@ func (b *B2BUA) newCall(req *sip.Request, tx sip.ServerTransaction) {
 	b.mu.Unlock()
 	b.stats.calls.Add(1)
 
-
 	answered := c.setup(ctx, &Incoming{
 		ID: c.id, Request: req, Source: src, Transport: transport, Identity: id,
 		Caller: c.info.Caller, Callee: c.info.Callee,
