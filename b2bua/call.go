@@ -73,6 +73,9 @@ type call struct {
 	// sessionTimers holds the RFC 4028 state of the legs that use them.
 	sessionTimers map[*leg]*sessionTimer
 
+	// reACK holds the 2xx answers to re-INVITEs waiting for their ACK.
+	reACK map[*leg]*ackWait
+
 	// earlyAnswer is the SDP passed to the caller in a provisional
 	// response (rewritten when anchored).
 	earlyAnswer []byte
@@ -154,6 +157,7 @@ func (b *B2BUA) newCall(req *sip.Request, tx sip.ServerTransaction) {
 		aTag: sip.GenerateTagN(16), aFromTag: from.Params.GetOr("tag", ""),
 		canceled: make(chan struct{}), acked: make(chan struct{}),
 		pendingAck: map[*leg]func([]byte){}, sessionTimers: map[*leg]*sessionTimer{},
+		reACK: map[*leg]*ackWait{},
 	}
 	// The caller's CANCEL (sipgo has answered it 200 and the INVITE 487),
 	// or the end of its transaction, stops the setup; registered before
@@ -936,9 +940,41 @@ func (c *call) ackB(bl *leg, seq uint32, body []byte, tx sip.ClientTransaction) 
 		}
 	}
 	send()
-	if tx != nil {
-		tx.OnRetransmission(func(*sip.Response) { send() })
+	if tx == nil {
+		return
 	}
+	bl.mu.Lock()
+	tag := bl.remoteTag
+	bl.mu.Unlock()
+	var mu sync.Mutex
+	forks := map[string]bool{}
+	tx.OnRetransmission(func(res *sip.Response) {
+		other := ""
+		if to := res.To(); to != nil {
+			other, _ = to.Params.Get("tag")
+		}
+		if other == tag || other == "" {
+			send() // our ACK was lost
+			return
+		}
+		// A 2xx from another fork of the INVITE (RFC 3261 §13.2.2.4): it
+		// is acknowledged and ended, once.
+		mu.Lock()
+		seen := forks[other]
+		forks[other] = true
+		mu.Unlock()
+		fork := &leg{callID: bl.callID, localTag: bl.localTag, localURI: bl.localURI, localName: bl.localName,
+			remoteURI: bl.remoteURI, remoteTarget: bl.remoteTarget, transport: bl.transport, dest: bl.dest,
+			contact: bl.contact, localSeq: seq}
+		completeDialog(fork, res)
+		fa := fork.request(sip.ACK, seq, nil)
+		if err := c.b.client.WriteRequest(fa, c.b.addVia); err != nil {
+			c.b.log.Debug("cannot ACK a forked 2xx", "call-id", c.id, "error", err)
+		}
+		if !seen {
+			c.sendBye(fork)
+		}
+	})
 }
 
 // lateAnswer handles a 2xx that crossed our CANCEL: the call is taken
@@ -1251,6 +1287,9 @@ func (c *call) finish(cause string) bool {
 		if st.timer != nil {
 			st.timer.Stop()
 		}
+	}
+	for _, w := range c.reACK {
+		w.timer.Stop()
 	}
 	c.info.End = time.Now()
 	if c.endAtAnswer {

@@ -115,7 +115,9 @@ func (c *call) inDialog(l *leg, req *sip.Request, tx sip.ServerTransaction) {
 		respond(tx, req, 501, "Not Implemented")
 	default: // INFO, MESSAGE, NOTIFY: passed on untouched.
 		if st != stAnswered || other == nil {
-			respond(tx, req, 481, "Call/Transaction Does Not Exist")
+			// Not the end of the early dialog (which a 481 would mean):
+			// the request is only refused until the answer.
+			respond(tx, req, 403, "Forbidden (not before the answer)")
 			return
 		}
 		c.relay(other, req, tx)
@@ -332,6 +334,53 @@ wait:
 	}
 	back.SetBody(answer)
 	_ = tx.Respond(back)
+	if req.Method == sip.INVITE && (l.transport == "UDP" || l.transport == "") {
+		c.retransmitUntilACK(l, tx, back)
+	}
+}
+
+// retransmitUntilACK repeats a 2xx to a re-INVITE over UDP until its ACK
+// comes (RFC 3261 §13.3.1.4: the UAS core's job; sipgo's transaction does
+// not do it).
+func (c *call) retransmitUntilACK(l *leg, tx sip.ServerTransaction, ok *sip.Response) {
+	acked := make(chan struct{})
+	deadline := time.Now().Add(timerF)
+	interval := t1
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state != stAnswered {
+		return
+	}
+	if old := c.reACK[l]; old != nil {
+		old.timer.Stop()
+	}
+	w := &ackWait{acked: acked}
+	var again func()
+	again = func() {
+		select {
+		case <-acked:
+			return
+		default:
+		}
+		if time.Now().After(deadline) {
+			return
+		}
+		_ = tx.Respond(ok)
+		interval = min(2*interval, t2)
+		c.mu.Lock()
+		if c.state == stAnswered {
+			w.timer.Reset(interval)
+		}
+		c.mu.Unlock()
+	}
+	w.timer = time.AfterFunc(interval, again)
+	c.reACK[l] = w
+}
+
+// ackWait is a 2xx to a re-INVITE waiting for its ACK.
+type ackWait struct {
+	acked chan struct{}
+	timer *time.Timer
 }
 
 // ack handles an ACK on leg l: the caller's ACK of the answer, or of a
@@ -340,6 +389,11 @@ func (c *call) ack(l *leg, req *sip.Request) {
 	c.mu.Lock()
 	f := c.pendingAck[l]
 	delete(c.pendingAck, l)
+	if w := c.reACK[l]; w != nil {
+		close(w.acked)
+		w.timer.Stop()
+		delete(c.reACK, l)
+	}
 	c.mu.Unlock()
 	if l == c.a {
 		c.ackOnce.Do(func() { close(c.acked) })

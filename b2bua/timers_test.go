@@ -711,3 +711,84 @@ func TestShutdownDrainsThenHangsUp(t *testing.T) {
 		}
 	})
 }
+
+// A 2xx from a second fork of the B-leg INVITE is acknowledged with its
+// own dialog's tags and ended with a BYE; the answered call goes on.
+func TestForkedAnswerIsAckedAndEnded(t *testing.T) {
+	client := testClient(t)
+	synctest.Test(t, func(t *testing.T) {
+		r := newFakeRig(t, client, nil)
+		_, _, btx := r.answered(t, "", nil, false)
+		fork := sip.NewResponseFromRequest(btx.req, 200, "OK", []byte(testSDP))
+		fork.To().Params.Add("tag", "fork-2")
+		fork.AppendHeader(&sip.ContactHeader{Address: sip.Uri{Scheme: "sip", Host: "192.0.2.10", Port: 5060}})
+		btx.retrans(fork)
+		btx.retrans(fork) // retransmitted: ACKed again, not BYEd twice
+		synctest.Wait()
+		r.client.mu.Lock()
+		var acks int
+		for _, a := range r.client.acks {
+			if tag, _ := a.To().Params.Get("tag"); tag == "fork-2" {
+				acks++
+			}
+		}
+		var byes int
+		for _, q := range r.client.sent {
+			if tag, _ := q.To().Params.Get("tag"); q.Method == sip.BYE && tag == "fork-2" {
+				byes++
+			}
+		}
+		r.client.mu.Unlock()
+		if acks != 2 || byes != 1 {
+			t.Fatalf("fork: %d ACKs, %d BYEs; want 2 and 1", acks, byes)
+		}
+		if len(r.b.Calls()) != 1 {
+			t.Fatal("the answered call ended")
+		}
+		r.b.Close()
+	})
+}
+
+// The 2xx to a caller's re-INVITE over UDP is repeated until its ACK.
+func TestReinviteAnswerRetransmittedUntilACK(t *testing.T) {
+	client := testClient(t)
+	synctest.Test(t, func(t *testing.T) {
+		r := newFakeRig(t, client, nil)
+		r.answered(t, "", nil, false)
+		r.b.mu.Lock()
+		tag := r.b.calls["call-1"].aTag
+		r.b.mu.Unlock()
+		text := "INVITE sip:x@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5000;branch=z9hG4bK-re1\r\n" +
+			"From: <sip:alice@127.0.0.1>;tag=alice-tag\r\nTo: <sip:+4930123@127.0.0.1>;tag=" + tag + "\r\n" +
+			"Call-ID: call-1\r\nCSeq: 2 INVITE\r\nContact: <sip:alice@127.0.0.1:5000>\r\nContent-Type: application/sdp\r\n" +
+			"Content-Length: " + strconv.Itoa(len(testSDP)) + "\r\n\r\n" + testSDP
+		msg, err := sip.ParseMessage([]byte(text))
+		if err != nil {
+			t.Fatal(err)
+		}
+		re := msg.(*sip.Request)
+		re.SetSource("127.0.0.1:5000")
+		re.SetTransport("UDP")
+		rtx := newFakeServerTx()
+		r.b.ServeInvite(re, rtx)
+		time.Sleep(4 * time.Second) // 0.5, 1.5, 3.5 s
+		synctest.Wait()
+		n := 0
+		for len(rtx.res) > 0 {
+			if (<-rtx.res).StatusCode == 200 {
+				n++
+			}
+		}
+		if n != 4 {
+			t.Fatalf("re-INVITE 200 sent %d times in 4 s, want 4", n)
+		}
+		ack, _ := sip.ParseMessage([]byte("ACK sip:x@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5000;branch=z9hG4bK-re2\r\nFrom: <sip:alice@127.0.0.1>;tag=alice-tag\r\nTo: <sip:+4930123@127.0.0.1>;tag=" + tag + "\r\nCall-ID: call-1\r\nCSeq: 2 ACK\r\nContent-Length: 0\r\n\r\n"))
+		r.b.ServeAck(ack.(*sip.Request), nil)
+		time.Sleep(10 * time.Second)
+		synctest.Wait()
+		if len(rtx.res) != 0 {
+			t.Fatal("200 repeated after the ACK")
+		}
+		r.b.Close()
+	})
+}
