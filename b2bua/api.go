@@ -78,6 +78,11 @@ type Route struct {
 	// Anchor sends the media through the MediaAnchor (the caller is behind
 	// symmetric NAT, or policy demands it). A Target can ask for it too.
 	Anchor bool
+	// Parallel rings every target the picker yields at once (up to 16: a
+	// user's devices) instead of one after another: the first to answer
+	// wins and the others are canceled. With one target it changes
+	// nothing.
+	Parallel bool
 }
 
 // Router decides where a new call goes. An error refuses the call: a

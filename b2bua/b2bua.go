@@ -392,7 +392,7 @@ func (b *B2BUA) removeCall(c *call) {
 	if b.calls[c.id] == c {
 		delete(b.calls, c.id)
 	}
-	for _, l := range []*leg{c.a, c.bl} {
+	for _, l := range append([]*leg{c.a, c.bl}, c.forkLegs...) {
 		if l != nil {
 			if b.legs[l.callID] == l {
 				delete(b.legs, l.callID)

@@ -73,6 +73,8 @@ type call struct {
 	// sessionTimers holds the RFC 4028 state of the legs that use them.
 	sessionTimers map[*leg]*sessionTimer
 
+	// forkLegs are the legs of a parallel fork, indexed until the call ends.
+	forkLegs []*leg
 	// reACK holds the 2xx answers to re-INVITEs waiting for their ACK.
 	reACK map[*leg]*ackWait
 
@@ -324,6 +326,29 @@ func (c *call) setup(ctx context.Context, in *Incoming) bool {
 	}
 
 	deadline := time.Now().Add(b.cfg.NoAnswerTimeout)
+	if route.Parallel {
+		// Ring every target at once (a user's devices); with a single
+		// one, it is an ordinary attempt.
+		var ts []Target
+		var p *Attempt
+		for len(ts) < maxForks {
+			t, ok := route.Targets.Next(ctx, p)
+			if !ok {
+				break
+			}
+			ts = append(ts, t)
+			p = &Attempt{Target: t}
+		}
+		if len(ts) > 1 {
+			o := c.fork(ctx, route, ts, deadline)
+			if o.answered || o.finished {
+				return o.answered
+			}
+			c.finishSetup(o, true)
+			return false
+		}
+		route.Targets = Targets(ts)
+	}
 	var (
 		prev      *Attempt // the last attempt
 		picked    *Attempt // the last attempt on a target of the picker
@@ -381,6 +406,13 @@ func (c *call) setup(ctx context.Context, in *Incoming) bool {
 			break
 		}
 	}
+	c.finishSetup(last, prev != nil)
+	return false
+}
+
+// finishSetup answers the caller with the failure of the last attempt and
+// ends the call. tried tells whether any target was tried.
+func (c *call) finishSetup(last outcome, tried bool) {
 	switch {
 	case last.canceled:
 		c.mu.Lock()
@@ -398,7 +430,7 @@ func (c *call) setup(ctx context.Context, in *Incoming) bool {
 		c.failSetup(st, reason, cause)
 	case last.noAnswer:
 		c.failSetup(480, "Temporarily Unavailable", CauseNoAnswer)
-	case last.status == 0 && last.err == nil && prev == nil:
+	case last.status == 0 && last.err == nil && !tried:
 		c.failSetup(480, "Temporarily Unavailable", CauseUnreachable) // no target at all
 	default:
 		st, reason := mapFailure(last)
@@ -421,7 +453,6 @@ func (c *call) setup(ctx context.Context, in *Incoming) bool {
 		}
 		c.failSetup(st, reason, cause, hs...)
 	}
-	return false
 }
 
 // retryable tells whether a failed attempt is worth another target:
@@ -514,55 +545,7 @@ func (c *call) attempt(ctx context.Context, route *Route, t Target, deadline tim
 			return outcome{status: 488, reason: "Not Acceptable Here", err: err}
 		}
 	}
-	if len(offer) > 0 && t.StripWebRTC {
-		offer = StripWebRTC(offer)
-	}
-
-	transport := strings.ToUpper(t.Transport)
-	if transport == "" {
-		transport = "UDP"
-		if v, ok := t.URI.UriParams.Get("transport"); ok && v != "" {
-			transport = strings.ToUpper(v)
-		}
-	}
-	bl := &leg{
-		callID: sip.GenerateTagN(24) + "@b2bua", localTag: sip.GenerateTagN(16),
-		remoteTarget: *t.URI.Clone(), routeSet: t.RouteSet, transport: transport,
-		localName: t.FromDisplay,
-	}
-	if t.From != nil {
-		bl.localURI = *t.From.Clone()
-	} else {
-		f := c.aInvite.From().Address
-		bl.localURI = sip.Uri{Scheme: "sip", User: f.User, Host: f.Host}
-	}
-	if t.To != nil {
-		bl.remoteURI = *t.To.Clone()
-	} else {
-		bl.remoteURI = sip.Uri{Scheme: t.URI.Scheme, User: t.URI.User, Host: t.URI.Host, Port: t.URI.Port}
-	}
-	if bl.remoteURI.Scheme == "" {
-		bl.remoteURI.Scheme = "sip"
-	}
-	if t.Destination.IsValid() {
-		bl.dest = t.Destination.String()
-	}
-	bl.contact = b.contactFor(transport)
-	bl.localSeq = 1
-	req := c.bInvite(bl, offer, t)
-	// Only a large body can push an INVITE past the limit: measure the
-	// whole message then.
-	if transport == "UDP" && len(offer) > maxUDP/2 && len(req.String())+200 > maxUDP {
-		// RFC 3261 §18.1.1: too big for UDP.
-		bl.transport = "TCP"
-		bl.contact = b.contactFor("TCP")
-		if t.URI.UriParams != nil {
-			bl.remoteTarget.UriParams = t.URI.UriParams.Clone()
-		}
-		req = c.bInvite(bl, offer, t)
-		req.SetTransport("TCP")
-	}
-	bl.lastSDP = offer
+	bl, req := c.newBLeg(offer, t)
 
 	c.mu.Lock()
 	old := c.bl
@@ -738,6 +721,62 @@ func (c *call) attempt(ctx context.Context, route *Route, t Target, deadline tim
 			}
 		}
 	}
+}
+
+// newBLeg builds the leg and INVITE of one target, with offer as its
+// body (WebRTC attributes stripped when the target asks; over TCP when the
+// request is too big for UDP).
+func (c *call) newBLeg(offer []byte, t Target) (*leg, *sip.Request) {
+	b := c.b
+	if len(offer) > 0 && t.StripWebRTC {
+		offer = StripWebRTC(offer)
+	}
+	transport := strings.ToUpper(t.Transport)
+	if transport == "" {
+		transport = "UDP"
+		if v, ok := t.URI.UriParams.Get("transport"); ok && v != "" {
+			transport = strings.ToUpper(v)
+		}
+	}
+	bl := &leg{
+		callID: sip.GenerateTagN(24) + "@b2bua", localTag: sip.GenerateTagN(16),
+		remoteTarget: *t.URI.Clone(), routeSet: t.RouteSet, transport: transport,
+		localName: t.FromDisplay,
+	}
+	if t.From != nil {
+		bl.localURI = *t.From.Clone()
+	} else {
+		f := c.aInvite.From().Address
+		bl.localURI = sip.Uri{Scheme: "sip", User: f.User, Host: f.Host}
+	}
+	if t.To != nil {
+		bl.remoteURI = *t.To.Clone()
+	} else {
+		bl.remoteURI = sip.Uri{Scheme: t.URI.Scheme, User: t.URI.User, Host: t.URI.Host, Port: t.URI.Port}
+	}
+	if bl.remoteURI.Scheme == "" {
+		bl.remoteURI.Scheme = "sip"
+	}
+	if t.Destination.IsValid() {
+		bl.dest = t.Destination.String()
+	}
+	bl.contact = b.contactFor(transport)
+	bl.localSeq = 1
+	req := c.bInvite(bl, offer, t)
+	// Only a large body can push an INVITE past the limit: measure the
+	// whole message then.
+	if transport == "UDP" && len(offer) > maxUDP/2 && len(req.String())+200 > maxUDP {
+		// RFC 3261 §18.1.1: too big for UDP.
+		bl.transport = "TCP"
+		bl.contact = b.contactFor("TCP")
+		if t.URI.UriParams != nil {
+			bl.remoteTarget.UriParams = t.URI.UriParams.Clone()
+		}
+		req = c.bInvite(bl, offer, t)
+		req.SetTransport("TCP")
+	}
+	bl.lastSDP = offer
+	return bl, req
 }
 
 // bInvite builds the B-leg INVITE.

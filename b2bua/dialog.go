@@ -17,7 +17,17 @@ func (c *call) inDialog(l *leg, req *sip.Request, tx sip.ServerTransaction) {
 		other = c.a
 	}
 	fromA := l == c.a
+	current := fromA || l == c.bl
 	c.mu.Unlock()
+	if !current {
+		// A leg of a fork that lost, or of an earlier attempt.
+		if req.Method == sip.BYE {
+			respond(tx, req, 200, "OK")
+		} else {
+			respond(tx, req, 481, "Call/Transaction Does Not Exist")
+		}
+		return
+	}
 
 	if req.Method == sip.CANCEL {
 		// sipgo matched no INVITE transaction: nothing to cancel.

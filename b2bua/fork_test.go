@@ -1,0 +1,139 @@
+package b2bua
+
+import (
+	"context"
+	"testing"
+	"testing/synctest"
+
+	"github.com/emiago/sipgo/sip"
+)
+
+// parallelRoute rings two devices at once.
+func parallelRoute(ctx context.Context, in *Incoming) (*Route, error) {
+	return &Route{Parallel: true, Targets: Targets{
+		{Name: "desk", URI: sip.Uri{Scheme: "sip", User: "bob", Host: "192.0.2.1"}},
+		{Name: "browser", URI: sip.Uri{Scheme: "sip", User: "bob", Host: "192.0.2.2"}},
+	}}, nil
+}
+
+// cancels counts the CANCELs sent for the INVITE of tx.
+func (f *fakeClient) cancels(tx *fakeClientTx) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := 0
+	for _, r := range f.sent {
+		if r.Method == sip.CANCEL && r.CallID().Value() == tx.req.CallID().Value() {
+			n++
+		}
+	}
+	return n
+}
+
+func TestForkFirstAnswerWins(t *testing.T) {
+	client := testClient(t)
+	synctest.Test(t, func(t *testing.T) {
+		r := newFakeRig(t, client, func(c *Config) { c.Router = RouterFunc(parallelRoute) })
+		atx := newFakeServerTx()
+		go r.b.ServeInvite(parseInvite(t, ""), atx)
+		desk, browser := <-r.client.invites, <-r.client.invites
+		desk.reply(180, "")
+		browser.reply(180, "")
+		synctest.Wait()
+		browser.reply(200, testSDP)
+		synctest.Wait()
+		if res := atx.final(t); res.StatusCode != 200 {
+			t.Fatalf("caller got %d", res.StatusCode)
+		}
+		if n := r.client.cancels(desk); n != 1 {
+			t.Fatalf("the other device got %d CANCELs", n)
+		}
+		// The desk phone answered before it saw the CANCEL: ACK and BYE.
+		desk.reply(200, testSDP)
+		synctest.Wait()
+		if n := r.client.count(sip.BYE, desk.req.CallID().Value()); n != 1 {
+			t.Fatalf("late answer got %d BYEs", n)
+		}
+		calls := r.b.Calls()
+		if len(calls) != 1 || calls[0].Target != "browser" || calls[0].Attempts != 2 {
+			t.Fatalf("calls %+v", calls)
+		}
+		r.b.Hangup("call-1", CauseCallerHangup)
+		synctest.Wait()
+		if n := r.client.count(sip.BYE, browser.req.CallID().Value()); n != 1 {
+			t.Fatalf("winner got %d BYEs", n)
+		}
+		r.b.Close()
+	})
+}
+
+func TestForkAllFailBestResponse(t *testing.T) {
+	client := testClient(t)
+	synctest.Test(t, func(t *testing.T) {
+		r := newFakeRig(t, client, func(c *Config) { c.Router = RouterFunc(parallelRoute) })
+		atx := newFakeServerTx()
+		go r.b.ServeInvite(parseInvite(t, ""), atx)
+		desk, browser := <-r.client.invites, <-r.client.invites
+		desk.reply(503, "")
+		browser.reply(486, "")
+		synctest.Wait()
+		if res := atx.final(t); res.StatusCode != 486 {
+			t.Fatalf("caller got %d, want 486", res.StatusCode)
+		}
+		if info := r.ev.ended(t); info.Cause != CauseRejected || info.Status != 486 {
+			t.Fatalf("ended %+v", info)
+		}
+		r.b.Close()
+	})
+}
+
+func TestForkCallerCancels(t *testing.T) {
+	client := testClient(t)
+	synctest.Test(t, func(t *testing.T) {
+		r := newFakeRig(t, client, func(c *Config) { c.Router = RouterFunc(parallelRoute) })
+		req := parseInvite(t, "")
+		atx := newFakeServerTx()
+		go r.b.ServeInvite(req, atx)
+		desk, browser := <-r.client.invites, <-r.client.invites
+		desk.reply(180, "")
+		synctest.Wait()
+		atx.cancel(req)
+		synctest.Wait()
+		if r.client.cancels(desk) != 1 || r.client.cancels(browser) != 0 {
+			t.Fatalf("CANCELs: desk %d, browser %d (not ringing yet)", r.client.cancels(desk), r.client.cancels(browser))
+		}
+		browser.reply(180, "") // now it may be canceled
+		synctest.Wait()
+		if r.client.cancels(browser) != 1 {
+			t.Fatal("the late ringer was not canceled")
+		}
+		desk.reply(487, "")
+		browser.reply(487, "")
+		synctest.Wait()
+		if info := r.ev.ended(t); info.Cause != CauseCanceled {
+			t.Fatalf("ended %+v", info)
+		}
+		r.b.Close()
+	})
+}
+
+func TestForkGlobalFailureStopsOthers(t *testing.T) {
+	client := testClient(t)
+	synctest.Test(t, func(t *testing.T) {
+		r := newFakeRig(t, client, func(c *Config) { c.Router = RouterFunc(parallelRoute) })
+		atx := newFakeServerTx()
+		go r.b.ServeInvite(parseInvite(t, ""), atx)
+		desk, browser := <-r.client.invites, <-r.client.invites
+		browser.reply(180, "")
+		desk.reply(603, "")
+		synctest.Wait()
+		if r.client.cancels(browser) != 1 {
+			t.Fatal("603 did not cancel the other device")
+		}
+		browser.reply(487, "")
+		synctest.Wait()
+		if res := atx.final(t); res.StatusCode != 603 {
+			t.Fatalf("caller got %d, want 603", res.StatusCode)
+		}
+		r.b.Close()
+	})
+}
