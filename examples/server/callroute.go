@@ -231,7 +231,7 @@ func (r *callRouter) fromUser(ctx context.Context, in *b2bua.Incoming) (*b2bua.R
 		return nil, err
 	}
 	if len(targets) > 0 {
-		return &b2bua.Route{Targets: targets, Anchor: anchor}, nil
+		return &b2bua.Route{Targets: targets, Anchor: anchor, Parallel: true}, nil
 	}
 	num := normalizeNumber(in.Callee)
 	if user, ok := r.numberUser(num); ok {
@@ -340,7 +340,7 @@ func (r *callRouter) toUser(ctx context.Context, user string, anchor bool) (*b2b
 	if len(targets) == 0 {
 		return nil, unavailable()
 	}
-	return &b2bua.Route{Targets: targets, Anchor: anchor}, nil
+	return &b2bua.Route{Targets: targets, Anchor: anchor, Parallel: true}, nil
 }
 
 // aor returns user's address-of-record, normalised.

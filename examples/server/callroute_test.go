@@ -164,6 +164,9 @@ func TestRouteUserToUser(t *testing.T) {
 	if !rt.Anchor {
 		t.Error("alice calls from her symmetric-NAT binding: the route is not anchored")
 	}
+	if !rt.Parallel {
+		t.Error("bob's devices do not ring at once")
+	}
 	ts := drain(t, rt.Targets)
 	if len(ts) != 2 {
 		t.Fatalf("targets: %+v", ts)
