@@ -492,3 +492,38 @@ func TestCallTopUpExtendsCall(t *testing.T) {
 		t.Fatalf("billing CDRs %+v, balance %d", billed, r.balance())
 	}
 }
+
+// TestCallForksToDevices: bob has two phones; both ring at once, the
+// second answers, the first is canceled.
+func TestCallForksToDevices(t *testing.T) {
+	r := newCallRig(t, "10.00", "", "carrier")
+	dir := filepath.Join(r.dir, "bob")
+	os.MkdirAll(dir, 0o755)
+	inf := filepath.Join(dir, "bob.csv")
+	if err := os.WriteFile(inf, []byte("SEQUENTIAL\nbob;[authentication username=bob password=secret];127.0.0.1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var phones [2]int
+	for i := range phones {
+		phones[i] = freeUDPPort(t)
+		reg := startSipp(t, dir, fmt.Sprintf("bob-register-%d", i), "../register.xml", "-p", fmt.Sprint(phones[i]), "-inf", inf, "-m", "1", r.srv.udpAddr())
+		reg.wait(t, 20*time.Second)
+	}
+	if bs, err := r.srv.Registrar().Lookup(context.Background(), "sip:bob@127.0.0.1"); err != nil || len(bs) != 2 {
+		t.Fatalf("bob's bindings: %+v, %v", bs, err)
+	}
+	ringing := startSipp(t, dir, "bob-desk", "uas_noanswer.xml", "-p", fmt.Sprint(phones[0]), "-m", "1")
+	answering := startSipp(t, dir, "bob-browser", "uas_answer.xml", "-p", fmt.Sprint(phones[1]), "-m", "1")
+	if err := os.WriteFile(filepath.Join(r.dir, "callers.csv"), []byte("SEQUENTIAL\nalice;[authentication username=alice password=secret];bob\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	uac := r.caller("uac_call.xml", 1, "-d", "500")
+	uac.wait(t, 30*time.Second)
+	answering.wait(t, 10*time.Second)
+	ringing.wait(t, 10*time.Second)
+	r.settled()
+	cdrs := r.cdrs()
+	if len(cdrs) != 1 || cdrs[0]["status"] != "200" || cdrs[0]["attempts"] != "2" || cdrs[0]["cause"] != b2bua.CauseCallerHangup {
+		t.Fatalf("CDRs %v", cdrs)
+	}
+}
