@@ -2,7 +2,6 @@ package b2bua
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -495,5 +494,3 @@ func retryAfter(d time.Duration) sip.Header {
 	}
 	return sip.NewHeader("Retry-After", strconv.Itoa(s))
 }
-
-var errCanceled = errors.New("b2bua: canceled by the caller")

@@ -61,7 +61,6 @@ type call struct {
 	acked     chan struct{}
 	ackOnce   sync.Once
 	lateOffer bool // the caller's INVITE had no SDP: the B-leg ACK waits for the caller's
-	bAckSeq   uint32
 
 	// pendingAck, set on a leg we answered a re-INVITE on with 2xx, sends
 	// the ACK of the other leg when this leg's ACK arrives.
@@ -198,7 +197,6 @@ func (b *B2BUA) newCall(req *sip.Request, tx sip.ServerTransaction) {
 		localURI: *to.Address.Clone(), remoteURI: *from.Address.Clone(), localName: to.DisplayName,
 		remoteTarget: *req.Contact().Address.Clone(), routeSet: routeSetFrom(req, false),
 		transport: transport, contact: b.contactFor(transport), remoteSeq: cseq.SeqNo,
-		lastSDP: nil,
 	}
 	if len(c.a.routeSet) == 0 {
 		// Send to where the caller is, not to its Contact: behind NAT, or
