@@ -95,10 +95,12 @@ func newCallRig(t *testing.T, balance string, extra string, trunks ...string) *c
 	r.cdr = filepath.Join(r.dir, "cdr.csv")
 	var b strings.Builder
 	fmt.Fprintf(&b, "[calls]\nno_answer_timeout = \"20s\"\n%s\n[cdr]\ncsv = %q\n\n", extra, r.cdr)
-	for i, name := range trunks {
+	for i, spec := range trunks {
+		// A trunk is its name, then optional TOML lines of its own.
+		name, more, _ := strings.Cut(spec, "\n")
 		port := freeUDPPort(t)
 		r.trunks[name] = port
-		fmt.Fprintf(&b, "[[trunk]]\nname = %q\nuri = \"sip:127.0.0.1:%d\"\npriority = %d\ninbound = [\"127.0.0.1:%d\"]\n\n", name, port, i+1, port)
+		fmt.Fprintf(&b, "[[trunk]]\nname = %q\nuri = \"sip:127.0.0.1:%d\"\npriority = %d\ninbound = [\"127.0.0.1:%d\"]\n%s\n\n", name, port, i+1, port, more)
 	}
 	fmt.Fprintf(&b, "[[dialplan]]\nmatch = '^\\+?49[0-9]+$'\n\n")
 	fmt.Fprintf(&b, "[[account]]\nid = \"acc-alice\"\nusers = [\"alice\"]\nnumber = \"+4930111111\"\nbalance = %q\n\n", balance)
@@ -524,6 +526,20 @@ func TestCallForksToDevices(t *testing.T) {
 	r.settled()
 	cdrs := r.cdrs()
 	if len(cdrs) != 1 || cdrs[0]["status"] != "200" || cdrs[0]["attempts"] != "2" || cdrs[0]["cause"] != b2bua.CauseCallerHangup {
+		t.Fatalf("CDRs %v", cdrs)
+	}
+}
+
+// TestCallTrunkChallenges: the carrier challenges the B2BUA's INVITE with
+// 401; the trunk's credentials answer it.
+func TestCallTrunkChallenges(t *testing.T) {
+	r := newCallRig(t, "10.00", "", "carrier\nusername = \"trunkuser\"\npassword = \"trunkpass\"")
+	uas := r.carrier("carrier", "uas_auth.xml", 1)
+	uac := r.caller("uac_call.xml", 1, "-d", "500")
+	uac.wait(t, 30*time.Second)
+	uas.wait(t, 10*time.Second)
+	r.settled()
+	if cdrs := r.cdrs(); len(cdrs) != 1 || cdrs[0]["status"] != "200" {
 		t.Fatalf("CDRs %v", cdrs)
 	}
 }
