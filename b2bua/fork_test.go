@@ -137,3 +137,57 @@ func TestForkGlobalFailureStopsOthers(t *testing.T) {
 		r.b.Close()
 	})
 }
+
+// A 302 from a target is followed when configured: the next INVITE goes
+// to the Contact it gave, then the picker resumes after the target.
+func TestRedirectFollowed(t *testing.T) {
+	client := testClient(t)
+	synctest.Test(t, func(t *testing.T) {
+		r := newFakeRig(t, client, func(c *Config) {
+			c.FollowRedirects = true
+			c.Router = RouterFunc(func(ctx context.Context, in *Incoming) (*Route, error) {
+				return &Route{Targets: Targets{
+					{Name: "a", URI: sip.Uri{Scheme: "sip", User: "+4930123", Host: "192.0.2.1"}},
+					{Name: "b", URI: sip.Uri{Scheme: "sip", User: "+4930123", Host: "192.0.2.2"}},
+				}}, nil
+			})
+		})
+		atx := newFakeServerTx()
+		go r.b.ServeInvite(parseInvite(t, ""), atx)
+		first := <-r.client.invites
+		first.reply(302, "", &sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: "+4930999", Host: "192.0.2.77"}})
+		moved := <-r.client.invites
+		if moved.req.Recipient.Host != "192.0.2.77" || moved.req.Recipient.User != "+4930999" {
+			t.Fatalf("redirected INVITE went to %s", moved.req.Recipient.String())
+		}
+		moved.reply(503, "")
+		next := <-r.client.invites
+		if next.req.Recipient.Host != "192.0.2.2" {
+			t.Fatalf("after the redirect, the picker's next target is %s", next.req.Recipient.String())
+		}
+		next.reply(486, "")
+		synctest.Wait()
+		if res := atx.final(t); res.StatusCode != 486 {
+			t.Fatalf("caller got %d", res.StatusCode)
+		}
+		r.b.Close()
+	})
+}
+
+// Without FollowRedirects, a 3xx goes back to the caller with its Contacts.
+func TestRedirectReturned(t *testing.T) {
+	client := testClient(t)
+	synctest.Test(t, func(t *testing.T) {
+		r := newFakeRig(t, client, nil)
+		atx := newFakeServerTx()
+		go r.b.ServeInvite(parseInvite(t, ""), atx)
+		first := <-r.client.invites
+		first.reply(302, "", &sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: "+4930999", Host: "192.0.2.77"}})
+		synctest.Wait()
+		res := atx.final(t)
+		if res.StatusCode != 302 || len(res.GetHeaders("Contact")) == 0 {
+			t.Fatalf("caller got %d with Contacts %v", res.StatusCode, res.GetHeaders("Contact"))
+		}
+		r.b.Close()
+	})
+}

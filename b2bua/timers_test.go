@@ -102,9 +102,17 @@ func (t *fakeClientTx) Err() error                               { return nil }
 // reply sends a response to the transaction's request.
 func (t *fakeClientTx) reply(code int, body string, hs ...sip.Header) {
 	r := sip.NewResponseFromRequest(t.req, code, "R", []byte(body))
+	ownContact := false
+	for _, h := range hs {
+		if _, ok := h.(*sip.ContactHeader); ok {
+			ownContact = true
+		}
+	}
 	if code > 100 {
 		r.To().Params.Add("tag", "callee-tag")
-		r.AppendHeader(&sip.ContactHeader{Address: sip.Uri{Scheme: "sip", Host: "192.0.2.9", Port: 5060}})
+		if !ownContact {
+			r.AppendHeader(&sip.ContactHeader{Address: sip.Uri{Scheme: "sip", Host: "192.0.2.9", Port: 5060}})
+		}
 	}
 	for _, h := range hs {
 		r.AppendHeader(h)
