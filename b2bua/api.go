@@ -167,7 +167,8 @@ func (t Targets) Next(_ context.Context, prev *Attempt) (Target, bool) {
 		}
 		return t[0], true
 	}
-	for i := range t {
+	// From the end: with the same target listed twice, it is tried once.
+	for i := len(t) - 1; i >= 0; i-- {
 		if t[i].Name == prev.Target.Name && t[i].URI.String() == prev.Target.URI.String() {
 			if i+1 < len(t) {
 				return t[i+1], true

@@ -314,3 +314,44 @@ func TestHangupByCause(t *testing.T) {
 		t.Fatalf("ended: %+v", info)
 	}
 }
+
+// Over real transactions, a forked branch that rings is canceled with a
+// CANCEL its server matches to the INVITE (same Via branch) when another
+// answers.
+func TestForkCancelMatchesInvite(t *testing.T) {
+	canceled := make(chan struct{}, 1)
+	ringer := newPeer(t, "ringer")
+	ringer.srv.OnInvite(func(req *sip.Request, tx sip.ServerTransaction) {
+		tx.OnCancel(func(*sip.Request) { canceled <- struct{}{} })
+		_ = tx.Respond(sip.NewResponseFromRequest(req, 180, "Ringing", nil))
+		<-tx.Done()
+	})
+	ringer.srv.OnAck(func(req *sip.Request, tx sip.ServerTransaction) {})
+	ringer.serve()
+	answerer := carrier(t, 200, nil)
+	h := newHarness(t, func() TargetPicker { return Targets{targetOf(ringer, "desk"), targetOf(answerer, "browser")} }, func(c *Config) {
+		r := c.Router
+		c.Router = RouterFunc(func(ctx context.Context, in *Incoming) (*Route, error) {
+			rt, err := r.Route(ctx, in)
+			if rt != nil {
+				rt.Parallel = true
+			}
+			return rt, err
+		})
+	})
+	s, err := h.invite(t, "+4930123")
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-canceled:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the ringing device never matched a CANCEL")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s.Bye(ctx)
+	if info := h.ev.ended(t); info.Target != "browser" || info.Attempts != 2 {
+		t.Fatalf("ended %+v", info)
+	}
+}

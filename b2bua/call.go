@@ -64,7 +64,7 @@ type call struct {
 
 	// pendingAck, set on a leg we answered a re-INVITE on with 2xx, sends
 	// the ACK of the other leg when this leg's ACK arrives.
-	pendingAck map[*leg]func(body []byte)
+	pendingAck map[*leg]pendingACK
 
 	timers         []*time.Timer // fixed ones: ACK wait, maximum duration
 	retransmit     *time.Timer   // 2xx retransmission to a UDP caller
@@ -77,9 +77,6 @@ type call struct {
 	// reACK holds the 2xx answers to re-INVITEs waiting for their ACK.
 	reACK map[*leg]*ackWait
 
-	// earlyAnswer is the SDP passed to the caller in a provisional
-	// response (rewritten when anchored).
-	earlyAnswer []byte
 	// calleeGone is set when the callee sent BYE before the caller got
 	// the 200.
 	calleeGone bool
@@ -157,7 +154,7 @@ func (b *B2BUA) newCall(req *sip.Request, tx sip.ServerTransaction) {
 		b: b, id: string(*cid), aInvite: req, aTx: tx,
 		aTag: sip.GenerateTagN(16), aFromTag: from.Params.GetOr("tag", ""),
 		canceled: make(chan struct{}), acked: make(chan struct{}),
-		pendingAck: map[*leg]func([]byte){}, sessionTimers: map[*leg]*sessionTimer{},
+		pendingAck: map[*leg]pendingACK{}, sessionTimers: map[*leg]*sessionTimer{},
 		reACK: map[*leg]*ackWait{},
 	}
 	// The caller's CANCEL (sipgo has answered it 200 and the INVITE 487),
@@ -523,7 +520,6 @@ func (c *call) attempt(ctx context.Context, route *Route, t Target, deadline tim
 		b.log.Warn("call wants media anchoring but no MediaAnchor is configured", "call-id", c.id)
 	}
 	c.mu.Lock()
-	c.earlyAnswer = nil
 	wasAnchored := c.anchored
 	c.anchored = anchored
 	c.info.Anchored = anchored
@@ -599,21 +595,7 @@ func (c *call) attempt(ctx context.Context, route *Route, t Target, deadline tim
 		}
 		cancelSent = true
 		giveUp.Reset(timerF)
-		creq := cancelRequest(req)
-		b.spawn(func() {
-			cctx, cancel := context.WithTimeout(context.Background(), timerF)
-			defer cancel()
-			ctx2, err := b.client.TransactionRequest(cctx, creq, b.keepVia)
-			if err != nil {
-				return
-			}
-			defer ctx2.Terminate()
-			select {
-			case <-ctx2.Responses():
-			case <-ctx2.Done():
-			case <-cctx.Done():
-			}
-		})
+		b.sendCancel(req)
 	}
 	stopping := false
 	for {
@@ -814,6 +796,26 @@ func (c *call) bInvite(bl *leg, offer []byte, t Target) *sip.Request {
 
 const allowHeader = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, PRACK, INFO, MESSAGE, NOTIFY"
 
+// sendCancel cancels a client INVITE: the CANCEL carries the INVITE's
+// own Via, so that the callee matches it to the INVITE (RFC 3261 §9.1).
+func (b *B2BUA) sendCancel(inv *sip.Request) {
+	creq := cancelRequest(inv)
+	b.spawn(func() {
+		cctx, cancel := context.WithTimeout(context.Background(), timerF)
+		defer cancel()
+		tx, err := b.client.TransactionRequest(cctx, creq, b.keepVia)
+		if err != nil {
+			return
+		}
+		defer tx.Terminate()
+		select {
+		case <-tx.Responses():
+		case <-tx.Done():
+		case <-cctx.Done():
+		}
+	})
+}
+
 // cancelRequest builds the CANCEL of a client INVITE (RFC 3261 §9.1).
 func cancelRequest(inv *sip.Request) *sip.Request {
 	req := sip.NewRequest(sip.CANCEL, *inv.Recipient.Clone())
@@ -894,10 +896,12 @@ func (c *call) early(bl *leg, inv *sip.Request, res *sip.Response) {
 	}
 	out := c.aResponse(res.StatusCode, res.Reason, body)
 	_ = c.aTx.Respond(out)
-	c.mu.Lock()
 	if sdp {
-		c.earlyAnswer = body
+		bl.mu.Lock()
+		bl.earlyAnswer = body
+		bl.mu.Unlock()
 	}
+	c.mu.Lock()
 	first := c.info.Ringing.IsZero()
 	if first {
 		c.info.Ringing = time.Now()
@@ -1034,8 +1038,10 @@ func (c *call) answer(ctx context.Context, bl *leg, inv *sip.Request, res *sip.R
 	hasSDP := isSDP(res)
 	c.mu.Lock()
 	anchored := c.anchored
-	early := c.earlyAnswer
 	c.mu.Unlock()
+	bl.mu.Lock()
+	early := bl.earlyAnswer
+	bl.mu.Unlock()
 	if hasSDP && anchored {
 		var err error
 		if c.lateOffer {
@@ -1061,7 +1067,7 @@ func (c *call) answer(ctx context.Context, bl *leg, inv *sip.Request, res *sip.R
 		c.ackB(bl, seq, nil, tx)
 	} else {
 		c.mu.Lock()
-		c.pendingAck[c.a] = func(ackBody []byte) {
+		c.pendingAck[c.a] = pendingACK{seq: c.aInvite.CSeq().SeqNo, send: func(ackBody []byte) {
 			if len(ackBody) > 0 && anchored {
 				actx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 				out, err := b.cfg.Media.Answer(actx, MediaRequest{CallID: c.id, FromTag: c.aTag, ToTag: c.aFromTag, SDP: ackBody, Source: c.info.Source.Addr()})
@@ -1071,7 +1077,7 @@ func (c *call) answer(ctx context.Context, bl *leg, inv *sip.Request, res *sip.R
 				}
 			}
 			c.ackB(bl, seq, ackBody, tx)
-		}
+		}}
 		c.mu.Unlock()
 	}
 	// abandon ends the B-leg of a call that will not be completed.
@@ -1145,6 +1151,10 @@ func (c *call) answer(ctx context.Context, bl *leg, inv *sip.Request, res *sip.R
 	c.a.lastSDP = body
 	c.a.mu.Unlock()
 	b.active.Add(1)
+	b.stats.answered.Add(1)
+	// Told before the caller gets the 200, so that no event of the call's
+	// end can come first.
+	b.emit(EventAnswered, info)
 	if err := c.aTx.Respond(ok); err != nil {
 		// The caller's transaction is gone (it canceled as the answer came).
 		c.mu.Lock()
@@ -1155,8 +1165,6 @@ func (c *call) answer(ctx context.Context, bl *leg, inv *sip.Request, res *sip.R
 		c.endAnswered(CauseCanceled)
 		return outcome{finished: true}
 	}
-	b.stats.answered.Add(1)
-	b.emit(EventAnswered, info)
 	c.startTimers(ok)
 	c.armSessionTimer(c.a)
 	c.armSessionTimer(bl)
@@ -1278,25 +1286,34 @@ func (b *B2BUA) transact(req *sip.Request) {
 }
 
 func (b *B2BUA) transactResult(req *sip.Request) (*sip.Response, error) {
+	res, _, err := b.transactFinal(req)
+	return res, err
+}
+
+// transactFinal sends an in-dialog request and returns its final
+// response and transaction. A transaction that got a final response is
+// left to end by itself (an INVITE's, to have its retransmitted 2xx
+// re-ACKed); others are terminated.
+func (b *B2BUA) transactFinal(req *sip.Request) (*sip.Response, sip.ClientTransaction, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timerF+time.Second)
 	defer cancel()
 	req.AppendHeader(sip.NewHeader("User-Agent", b.cfg.UserAgent))
 	tx, err := b.client.TransactionRequest(ctx, req, b.addVia)
 	if err != nil {
 		b.log.Debug("cannot send in-dialog request", "method", req.Method, "error", err)
-		return nil, err
+		return nil, nil, err
 	}
-	defer tx.Terminate()
 	for {
 		select {
 		case res := <-tx.Responses():
 			if res.StatusCode >= 200 {
-				return res, nil
+				return res, tx, nil
 			}
 		case <-tx.Done():
-			return nil, tx.Err()
+			return nil, nil, tx.Err()
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			tx.Terminate()
+			return nil, nil, ctx.Err()
 		}
 	}
 }

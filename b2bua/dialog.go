@@ -18,6 +18,14 @@ func (c *call) inDialog(l *leg, req *sip.Request, tx sip.ServerTransaction) {
 	}
 	fromA := l == c.a
 	current := fromA || l == c.bl
+	if !current && st == stSetup {
+		// A device of a fork still ringing: its early requests are
+		// refused below like any callee's, not with 481.
+		for _, f := range c.forkLegs {
+			current = current || f == l
+		}
+		other = nil
+	}
 	c.mu.Unlock()
 	if !current {
 		// A leg of a fork that lost, or of an earlier attempt.
@@ -307,14 +315,14 @@ wait:
 		} else {
 			// The offer is in the 2xx: the answer comes in l's ACK.
 			c.mu.Lock()
-			c.pendingAck[l] = func(ackBody []byte) {
+			c.pendingAck[l] = pendingACK{seq: req.CSeq().SeqNo, send: func(ackBody []byte) {
 				if len(ackBody) > 0 && anchored {
 					if out, err := b.cfg.Media.Answer(context.Background(), MediaRequest{CallID: c.id, FromTag: peer, ToTag: self, SDP: ackBody, Source: sourceAddr(req)}); err == nil {
 						ackBody = out
 					}
 				}
 				c.ackB(other, seq, ackBody, otx)
-			}
+			}}
 			c.mu.Unlock()
 		}
 	}
@@ -364,7 +372,11 @@ func (c *call) retransmitUntilACK(l *leg, tx sip.ServerTransaction, ok *sip.Resp
 	if old := c.reACK[l]; old != nil {
 		old.timer.Stop()
 	}
-	w := &ackWait{acked: acked}
+	var seq uint32
+	if cs := ok.CSeq(); cs != nil {
+		seq = cs.SeqNo
+	}
+	w := &ackWait{acked: acked, seq: seq}
 	var again func()
 	again = func() {
 		select {
@@ -390,27 +402,44 @@ func (c *call) retransmitUntilACK(l *leg, tx sip.ServerTransaction, ok *sip.Resp
 // ackWait is a 2xx to a re-INVITE waiting for its ACK.
 type ackWait struct {
 	acked chan struct{}
+	seq   uint32
 	timer *time.Timer
 }
 
 // ack handles an ACK on leg l: the caller's ACK of the answer, or of a
 // re-INVITE's 2xx, whose body may complete an offer/answer exchange.
 func (c *call) ack(l *leg, req *sip.Request) {
+	var seq uint32
+	if cs := req.CSeq(); cs != nil {
+		seq = cs.SeqNo
+	}
 	c.mu.Lock()
-	f := c.pendingAck[l]
-	delete(c.pendingAck, l)
-	if w := c.reACK[l]; w != nil {
+	p, ok := c.pendingAck[l]
+	if ok && p.seq == seq {
+		delete(c.pendingAck, l)
+	} else {
+		ok = false
+	}
+	if w := c.reACK[l]; w != nil && w.seq == seq {
 		close(w.acked)
 		w.timer.Stop()
 		delete(c.reACK, l)
 	}
+	first := l == c.a && seq == c.aInvite.CSeq().SeqNo
 	c.mu.Unlock()
-	if l == c.a {
+	if first {
 		c.ackOnce.Do(func() { close(c.acked) })
 	}
-	if f != nil {
-		f(req.Body())
+	if ok {
+		p.send(req.Body())
 	}
+}
+
+// pendingACK completes an offer/answer exchange when the ACK of the 2xx
+// with CSeq seq arrives: the ACK of the other leg carries its answer.
+type pendingACK struct {
+	seq  uint32
+	send func(body []byte)
 }
 
 // refreshed answers a session refresh or target refresh without a body
@@ -419,11 +448,9 @@ func (c *call) refreshed(l *leg, req *sip.Request, tx sip.ServerTransaction) {
 	res := sip.NewResponseFromRequest(req, 200, "OK", nil)
 	res.AppendHeader(&sip.ContactHeader{Address: *l.contact.Clone()})
 	res.AppendHeader(sip.NewHeader("Allow", allowHeader))
-	if se, refresher, has := sessionExpires(req); has && hasOption(req, "Supported", "timer") && se >= minSE {
-		if refresher != "uas" {
-			refresher = "uac"
-		}
-		res.AppendHeader(sip.NewHeader("Session-Expires", strconv.Itoa(int(se/time.Second))+";refresher="+refresher))
+	if se, _, has := sessionExpires(req); has && hasOption(req, "Supported", "timer") && se >= minSE {
+		// The refreshing party stays the refresher.
+		res.AppendHeader(sip.NewHeader("Session-Expires", strconv.Itoa(int(se/time.Second))+";refresher=uac"))
 		res.AppendHeader(sip.NewHeader("Require", "timer"))
 		c.mu.Lock()
 		if st := c.sessionTimers[l]; st != nil && !st.weRefresh {

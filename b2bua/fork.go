@@ -45,11 +45,12 @@ func (c *call) fork(ctx context.Context, route *Route, ts []Target, deadline tim
 		want = want || t.Anchor
 	}
 	anchored := b.cfg.Media != nil && want
+	if c.isCanceled() {
+		return outcome{canceled: true}
+	}
 	c.mu.Lock()
-	c.earlyAnswer = nil
 	c.anchored = anchored
 	c.info.Anchored = anchored
-	c.info.Attempts += len(ts)
 	c.mu.Unlock()
 
 	offer := c.aInvite.Body()
@@ -62,7 +63,10 @@ func (c *call) fork(ctx context.Context, route *Route, ts []Target, deadline tim
 		}
 	}
 
-	events := make(chan forkEvent, 4*len(ts))
+	// Unbuffered: an event is either taken by the loop below, which then
+	// handles it, or left to its pump once the loop has stopped listening
+	// (a late 2xx is then still ACKed and ended).
+	events := make(chan forkEvent)
 	quit := make(chan struct{}) // closed when the call no longer listens
 	var branches []*branch
 	for _, t := range ts {
@@ -71,6 +75,7 @@ func (c *call) fork(ctx context.Context, route *Route, ts []Target, deadline tim
 		c.mu.Lock()
 		c.forkLegs = append(c.forkLegs, bl)
 		c.info.Target, c.info.BLegCallID = t.Name, bl.callID
+		c.info.Attempts++
 		info := c.info
 		c.mu.Unlock()
 		b.stats.attempts.Add(1)
@@ -211,8 +216,7 @@ func (c *call) cancelBranch(br *branch) {
 	}
 	br.mu.Unlock()
 	if send {
-		creq := cancelRequest(br.req)
-		c.b.spawn(func() { c.b.transact(creq) })
+		c.b.sendCancel(br.req)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"testing"
 	"testing/synctest"
+	"time"
 
 	"github.com/emiago/sipgo/sip"
 )
@@ -188,6 +189,66 @@ func TestRedirectReturned(t *testing.T) {
 		if res.StatusCode != 302 || len(res.GetHeaders("Contact")) == 0 {
 			t.Fatalf("caller got %d with Contacts %v", res.StatusCode, res.GetHeaders("Contact"))
 		}
+		r.b.Close()
+	})
+}
+
+// Two devices answer at once: the loser's 2xx must be ACKed and BYEd.
+func TestForkSimultaneousAnswers(t *testing.T) {
+	client := testClient(t)
+	synctest.Test(t, func(t *testing.T) {
+		r := newFakeRig(t, client, func(c *Config) { c.Router = RouterFunc(parallelRoute) })
+		atx := newFakeServerTx()
+		go r.b.ServeInvite(parseInvite(t, ""), atx)
+		desk, browser := <-r.client.invites, <-r.client.invites
+		desk.reply(180, "")
+		browser.reply(180, "")
+		synctest.Wait()
+		desk.reply(200, testSDP)
+		browser.reply(200, testSDP)
+		synctest.Wait()
+		res := atx.final(t)
+		if res.StatusCode != 200 {
+			t.Fatalf("caller got %d", res.StatusCode)
+		}
+		r.b.ServeAck(ackFor(t, res), nil)
+		time.Sleep(time.Minute)
+		synctest.Wait()
+		nd := r.client.count(sip.BYE, desk.req.CallID().Value())
+		nb := r.client.count(sip.BYE, browser.req.CallID().Value())
+		r.client.mu.Lock()
+		acks := len(r.client.acks)
+		r.client.mu.Unlock()
+		if nd+nb != 1 || acks != 2 {
+			t.Errorf("loser of the two 2xx not ACKed+BYEd: BYEs desk=%d browser=%d, ACKs=%d", nd, nb, acks)
+		}
+		r.b.Close()
+	})
+}
+
+// After reliable early answers from two devices, the 200 without SDP of
+// the winner carries that device's early answer, not the other's.
+func TestForkEarlyAnswerOfTheWinner(t *testing.T) {
+	client := testClient(t)
+	synctest.Test(t, func(t *testing.T) {
+		r := newFakeRig(t, client, func(c *Config) { c.Router = RouterFunc(parallelRoute) })
+		atx := newFakeServerTx()
+		go r.b.ServeInvite(parseInvite(t, ""), atx)
+		desk, browser := <-r.client.invites, <-r.client.invites
+		ct := sip.ContentTypeHeader("application/sdp")
+		sdpDesk := "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\nm=audio 40010 RTP/AVP 0\r\n"
+		sdpBrowser := "v=0\r\no=- 1 1 IN IP4 192.0.2.2\r\ns=-\r\nc=IN IP4 192.0.2.2\r\nt=0 0\r\nm=audio 40020 RTP/AVP 0\r\n"
+		desk.reply(183, sdpDesk, sip.NewHeader("Require", "100rel"), sip.NewHeader("RSeq", "1"), &ct)
+		synctest.Wait()
+		browser.reply(183, sdpBrowser, sip.NewHeader("Require", "100rel"), sip.NewHeader("RSeq", "1"), &ct)
+		synctest.Wait()
+		desk.reply(200, "")
+		synctest.Wait()
+		res := atx.final(t)
+		if string(res.Body()) != sdpDesk {
+			t.Errorf("the 200 of the desk phone carries another device's SDP")
+		}
+		r.b.ServeAck(ackFor(t, res), nil)
 		r.b.Close()
 	})
 }

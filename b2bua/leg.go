@@ -39,6 +39,9 @@ type leg struct {
 	lastSDP []byte
 	// rseq is the highest RSeq acknowledged with PRACK (B-leg).
 	rseq uint32
+	// earlyAnswer is the SDP of this B-leg's provisional responses as the
+	// caller got it (rewritten when anchored).
+	earlyAnswer []byte
 }
 
 // matches tells whether an in-dialog request belongs to the leg's dialog

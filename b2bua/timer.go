@@ -124,7 +124,7 @@ func (c *call) refresh(l *leg) {
 		req.AppendHeader(sip.NewHeader("Session-Expires", strconv.Itoa(int(st.interval/time.Second))+";refresher=uac"))
 		req.AppendHeader(sip.NewHeader("Supported", "timer"))
 		seq := req.CSeq().SeqNo
-		res, err := c.b.transactResult(req)
+		res, tx, err := c.b.transactFinal(req)
 		switch {
 		case err != nil || res == nil || res.StatusCode == 481 || res.StatusCode == 408:
 			c.b.log.Info("session refresh failed; ending the call", "call-id", c.id, "leg", l.callID, "error", err)
@@ -132,7 +132,7 @@ func (c *call) refresh(l *leg) {
 			return
 		case res.StatusCode < 300:
 			if method == sip.INVITE {
-				c.ackB(l, seq, nil, nil)
+				c.ackB(l, seq, nil, tx)
 			}
 		}
 		c.armSessionTimer(l)
