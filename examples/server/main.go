@@ -22,6 +22,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/emiago/sipgo/sip"
 )
 
 func main() {
@@ -30,6 +32,9 @@ func main() {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
 	}
+	// sipgo logs through its package default (transaction warnings,
+	// unmatched responses): give it the server's logger and level.
+	sip.SetDefaultLogger(cfg.Logger.With("component", "sipgo"))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, cfg, nil); err != nil {
