@@ -1,14 +1,11 @@
 package main
 
 import (
-	"bufio"
 	"context"
-	"io"
 	"log/slog"
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -48,59 +45,9 @@ func TestBrowserCall(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, node, "call.mjs", "--web-root", cfg.WebRoot, "--server", origin,
+	d := startDriver(t, ctx, node, "call.mjs", os.Getenv("JSSIP_DEBUG") != "", "--web-root", cfg.WebRoot, "--server", origin,
 		"--caller", "alice:secret", "--callee", "bob:secret", "--domain", "127.0.0.1", "--chromium", chromiumPath)
-	cmd.Dir = browserDir
-	cmd.WaitDelay = 5 * time.Second
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr lockedBuffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := false
-	defer func() {
-		if !exited {
-			cancel()
-			cmd.Wait()
-		}
-		if t.Failed() || testing.Verbose() && os.Getenv("JSSIP_DEBUG") != "" {
-			t.Logf("driver stderr:\n%s", tail([]byte(stderr.String()), 20000))
-		}
-	}()
-
-	lines := make(chan string)
-	go func() {
-		defer close(lines)
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-	}()
-	next := func(want string) string {
-		t.Helper()
-		select {
-		case l, ok := <-lines:
-			if !ok {
-				t.Fatalf("driver exited before %q", want)
-			}
-			if !strings.HasPrefix(l, want) {
-				t.Fatalf("driver said %q, want %q", l, want)
-			}
-			t.Log(l)
-			return l
-		case <-ctx.Done():
-			t.Fatalf("no %q from the driver: %v", want, ctx.Err())
-		}
-		return ""
-	}
+	next := d.next
 
 	next("registered alice ")
 	next("registered bob ")
@@ -135,7 +82,7 @@ func TestBrowserCall(t *testing.T) {
 		t.Errorf("relay sessions during an unanchored call = %d", rs.Sessions)
 	}
 
-	io.WriteString(stdin, "hangup\n")
+	d.send("hangup")
 	if l := next("ended alice "); !strings.HasPrefix(l, "ended alice local ") {
 		t.Errorf("alice's session: %q, want ended by her (local)", l)
 	}
@@ -143,10 +90,7 @@ func TestBrowserCall(t *testing.T) {
 		t.Errorf("bob's session: %q, want ended by alice (remote)", l)
 	}
 	next("done")
-	if err := cmd.Wait(); err != nil {
-		t.Fatalf("driver: %v", err)
-	}
-	exited = true
+	d.wait()
 
 	// Both BYEs were answered before the pages saw "ended"; the call state
 	// goes once the B2BUA has finished with both legs.

@@ -96,61 +96,12 @@ func TestBrowserJsSIP(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, node, "run.mjs", "--web-root", cfg.WebRoot, "--server", origin,
+	d := startDriver(t, ctx, node, "run.mjs", false, "--web-root", cfg.WebRoot, "--server", origin,
 		"--user", "alice", "--password", "secret", "--domain", "127.0.0.1", "--chromium", chromiumPath)
-	cmd.Dir = browserDir
-	cmd.WaitDelay = 5 * time.Second
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr lockedBuffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := false
-	defer func() {
-		if !exited {
-			cancel()
-			cmd.Wait()
-		}
-		if t.Failed() {
-			t.Logf("driver stderr:\n%s", tail([]byte(stderr.String()), 6000))
-		}
-	}()
-
-	lines := make(chan string)
-	go func() {
-		defer close(lines)
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-	}()
-	next := func(want string) string {
-		t.Helper()
-		select {
-		case l, ok := <-lines:
-			if !ok {
-				t.Fatalf("driver exited before %q", want)
-			}
-			if !strings.HasPrefix(l, want) {
-				t.Fatalf("driver said %q, want %q", l, want)
-			}
-			return l
-		case <-ctx.Done():
-			t.Fatalf("no %q from the driver: %v", want, ctx.Err())
-		}
-		return ""
-	}
+	next := d.next
 
 	// The page registered: the binding is there, over WS, from loopback.
-	t.Log(next("registered"))
+	next("registered")
 	bs, err := s.Registrar().Lookup(ctx, aor)
 	if err != nil || len(bs) != 1 {
 		t.Fatalf("lookup after the page registered = %+v, %v", bs, err)
@@ -161,7 +112,7 @@ func TestBrowserJsSIP(t *testing.T) {
 	}
 
 	// Closing the page closes the WebSocket, and the binding goes with it.
-	io.WriteString(stdin, "close\n")
+	d.send("close")
 	next("closed")
 	removed := time.After(10 * time.Second)
 	for gone := false; !gone; {
@@ -183,12 +134,9 @@ func TestBrowserJsSIP(t *testing.T) {
 	}
 
 	// A page from another origin cannot even open the WebSocket.
-	t.Log(next("refused"))
+	next("refused")
 	next("done")
-	if err := cmd.Wait(); err != nil {
-		t.Fatalf("driver: %v", err)
-	}
-	exited = true
+	d.wait()
 	if bs, err := s.Registrar().Lookup(ctx, aor); err != nil || len(bs) != 0 {
 		t.Fatalf("the foreign page registered: %+v, %v", bs, err)
 	}
@@ -199,6 +147,94 @@ func TestBrowserJsSIP(t *testing.T) {
 	}
 	if st := s.Registrar().Stats(); st.Auth.OK < 1 {
 		t.Errorf("Auth.OK = %d after the page registered", st.Auth.OK)
+	}
+}
+
+// browserDriver is a Node script driving Chromium for a test: it reports
+// each step as a line on stdout and takes commands on stdin.
+type browserDriver struct {
+	t      *testing.T
+	ctx    context.Context
+	cmd    *exec.Cmd
+	stdin  io.Writer
+	stderr lockedBuffer
+	lines  chan string
+	exited bool
+}
+
+// startDriver runs node script args in the browser test directory until
+// the test ends; its stderr is logged when the test fails (or, with
+// showStderr, always with -v).
+func startDriver(t *testing.T, ctx context.Context, node, script string, showStderr bool, args ...string) *browserDriver {
+	t.Helper()
+	ctx, cancel := context.WithCancel(ctx)
+	d := &browserDriver{t: t, ctx: ctx, lines: make(chan string)}
+	d.cmd = exec.CommandContext(ctx, node, append([]string{script}, args...)...)
+	d.cmd.Dir = browserDir
+	d.cmd.WaitDelay = 5 * time.Second
+	stdin, err := d.cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.stdin = stdin
+	stdout, err := d.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.cmd.Stderr = &d.stderr
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if !d.exited {
+			cancel()
+			d.cmd.Wait()
+		}
+		cancel()
+		if t.Failed() || showStderr && testing.Verbose() {
+			t.Logf("driver stderr:\n%s", tail([]byte(d.stderr.String()), 20000))
+		}
+	})
+	go func() {
+		defer close(d.lines)
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			d.lines <- sc.Text()
+		}
+	}()
+	return d
+}
+
+// next waits for the driver's next line and checks that it starts with
+// want.
+func (d *browserDriver) next(want string) string {
+	d.t.Helper()
+	select {
+	case l, ok := <-d.lines:
+		if !ok {
+			d.t.Fatalf("driver exited before %q", want)
+		}
+		if !strings.HasPrefix(l, want) {
+			d.t.Fatalf("driver said %q, want %q", l, want)
+		}
+		d.t.Log(l)
+		return l
+	case <-d.ctx.Done():
+		d.t.Fatalf("no %q from the driver: %v", want, d.ctx.Err())
+	}
+	return ""
+}
+
+// send writes a command line to the driver.
+func (d *browserDriver) send(cmd string) { io.WriteString(d.stdin, cmd+"\n") }
+
+// wait waits for the driver to exit successfully.
+func (d *browserDriver) wait() {
+	d.t.Helper()
+	err := d.cmd.Wait()
+	d.exited = true
+	if err != nil {
+		d.t.Fatalf("driver: %v", err)
 	}
 }
 
