@@ -23,54 +23,23 @@
 // pages' origin is the server's. JSSIP_DEBUG=1 in the environment puts
 // JsSIP's trace, SIP messages included, on stderr.
 import { chromium } from 'playwright-core';
-import * as esbuild from 'esbuild';
-import { copyFile } from 'node:fs/promises';
-import path from 'node:path';
-import readline from 'node:readline';
-import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
+import { bundlePage, expectLine, options } from './lib.mjs';
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-const { values: opt } = parseArgs({
-	options: {
-		'web-root': { type: 'string' },
-		server: { type: 'string' },
-		caller: { type: 'string' },
-		callee: { type: 'string' },
-		domain: { type: 'string' },
-		chromium: { type: 'string', default: '/usr/bin/chromium' },
-		// Audio packets each side must receive and send: 50 is about one
-		// second of 20 ms frames.
-		packets: { type: 'string', default: '50' },
-	},
-});
-for (const k of ['web-root', 'server', 'caller', 'callee', 'domain']) {
-	if (!opt[k]) {
-		console.error(`call.mjs: --${k} is required`);
-		process.exit(2);
-	}
-}
+const opt = options('call.mjs', {
+	'web-root': { type: 'string' },
+	server: { type: 'string' },
+	caller: { type: 'string' },
+	callee: { type: 'string' },
+	domain: { type: 'string' },
+	chromium: { type: 'string', default: '/usr/bin/chromium' },
+	// Audio packets each side must receive and send: 50 is about one
+	// second of 20 ms frames.
+	packets: { type: 'string', default: '50' },
+}, ['web-root', 'server', 'caller', 'callee', 'domain']);
 const wait = 15_000;
-const lines = readline.createInterface({ input: process.stdin })[Symbol.asyncIterator]();
-
-async function expectLine(want) {
-	const { value, done } = await lines.next();
-	if (done || value.trim() !== want) {
-		throw new Error(`expected "${want}" on stdin, got ${done ? 'EOF' : JSON.stringify(value)}`);
-	}
-}
 
 const root = opt['web-root'];
-await esbuild.build({
-	entryPoints: [path.join(here, 'call.js')],
-	bundle: true,
-	format: 'iife',
-	platform: 'browser',
-	target: 'es2020',
-	outfile: path.join(root, 'call-bundle.js'),
-	logLevel: 'warning',
-});
-await copyFile(path.join(here, 'call.html'), path.join(root, 'call.html'));
+await bundlePage(root, 'call.js', 'call-bundle.js', 'call.html');
 
 const browser = await chromium.launch({
 	executablePath: opt.chromium,

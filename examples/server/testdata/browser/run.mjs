@@ -15,53 +15,24 @@
 // origin is the server's; page B comes from a server of this script's own,
 // on another port. Only loopback addresses are used.
 import { chromium } from 'playwright-core';
-import * as esbuild from 'esbuild';
-import { copyFile, readFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import http from 'node:http';
 import path from 'node:path';
-import readline from 'node:readline';
-import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
+import { bundlePage, expectLine, options } from './lib.mjs';
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-const { values: opt } = parseArgs({
-	options: {
-		'web-root': { type: 'string' },
-		server: { type: 'string' },
-		user: { type: 'string' },
-		password: { type: 'string' },
-		domain: { type: 'string' },
-		chromium: { type: 'string', default: '/usr/bin/chromium' },
-	},
-});
-for (const k of ['web-root', 'server', 'user', 'password', 'domain']) {
-	if (!opt[k]) {
-		console.error(`run.mjs: --${k} is required`);
-		process.exit(2);
-	}
-}
+const opt = options('run.mjs', {
+	'web-root': { type: 'string' },
+	server: { type: 'string' },
+	user: { type: 'string' },
+	password: { type: 'string' },
+	domain: { type: 'string' },
+	chromium: { type: 'string', default: '/usr/bin/chromium' },
+}, ['web-root', 'server', 'user', 'password', 'domain']);
 const wait = 20_000;
-const lines = readline.createInterface({ input: process.stdin })[Symbol.asyncIterator]();
-
-async function expectLine(want) {
-	const { value, done } = await lines.next();
-	if (done || value.trim() !== want) {
-		throw new Error(`expected "${want}" on stdin, got ${done ? 'EOF' : JSON.stringify(value)}`);
-	}
-}
 
 // Bundle JsSIP and the page for the browser, into the server's web root.
 const root = opt['web-root'];
-await esbuild.build({
-	entryPoints: [path.join(here, 'page.js')],
-	bundle: true,
-	format: 'iife',
-	platform: 'browser',
-	target: 'es2020',
-	outfile: path.join(root, 'bundle.js'),
-	logLevel: 'warning',
-});
-await copyFile(path.join(here, 'index.html'), path.join(root, 'index.html'));
+await bundlePage(root, 'page.js', 'bundle.js', 'index.html');
 
 // A second origin, for the page the server must refuse.
 const foreign = http.createServer(async (req, res) => {
