@@ -67,7 +67,6 @@ type call struct {
 	pendingAck map[*leg]pendingACK
 
 	timers         []*time.Timer // fixed ones: ACK wait, maximum duration
-	retransmit     *time.Timer   // 2xx retransmission to a UDP caller
 	keepaliveTimer *time.Timer
 	// sessionTimers holds the RFC 4028 state of the legs that use them.
 	sessionTimers map[*leg]*sessionTimer
@@ -530,14 +529,9 @@ func (c *call) attempt(ctx context.Context, route *Route, t Target, deadline tim
 		_ = b.cfg.Media.Delete(ctx, c.id)
 	}
 
-	offer := c.aInvite.Body()
-	if len(offer) > 0 && anchored {
-		var err error
-		offer, err = b.cfg.Media.Offer(ctx, MediaRequest{CallID: c.id, FromTag: c.aFromTag, SDP: offer, Source: c.info.Source.Addr()})
-		if err != nil {
-			b.log.Warn("media anchor refused the offer", "call-id", c.id, "error", err)
-			return outcome{status: 488, reason: "Not Acceptable Here", err: err}
-		}
+	offer, err := c.bOffer(ctx, anchored)
+	if err != nil {
+		return outcome{status: 488, reason: "Not Acceptable Here", err: err}
 	}
 	bl, req := c.newBLeg(offer, t)
 
@@ -701,6 +695,20 @@ func (c *call) attempt(ctx context.Context, route *Route, t Target, deadline tim
 			}
 		}
 	}
+}
+
+// bOffer returns the caller's offer for the B-leg: through the media
+// anchor when the call is anchored.
+func (c *call) bOffer(ctx context.Context, anchored bool) ([]byte, error) {
+	sdp := c.aInvite.Body()
+	if len(sdp) == 0 || !anchored {
+		return sdp, nil
+	}
+	out, err := c.b.cfg.Media.Offer(ctx, MediaRequest{CallID: c.id, FromTag: c.aFromTag, SDP: sdp, Source: c.info.Source.Addr()})
+	if err != nil {
+		c.b.log.Warn("media anchor refused the offer", "call-id", c.id, "error", err)
+	}
+	return out, err
 }
 
 // newBLeg builds the leg and INVITE of one target, with offer as its
@@ -1166,38 +1174,22 @@ func (c *call) answer(ctx context.Context, bl *leg, inv *sip.Request, res *sip.R
 		return outcome{finished: true}
 	}
 	c.startTimers(ok)
+	if c.aUDP {
+		c.retransmitUntilACK(c.a, c.aTx, ok)
+	}
 	c.armSessionTimer(c.a)
 	c.armSessionTimer(bl)
 	return outcome{answered: true}
 }
 
-// startTimers arms the answered call's timers: 2xx retransmission to a
-// UDP caller and the wait for its ACK, the maximum duration, keep-alives.
+// startTimers arms the answered call's timers: the wait for the caller's
+// ACK, the maximum duration, keep-alives.
 func (c *call) startTimers(ok *sip.Response) {
 	b := c.b
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.state != stAnswered {
 		return
-	}
-	if c.aUDP {
-		interval := t1
-		var retransmit func()
-		retransmit = func() {
-			select {
-			case <-c.acked:
-				return
-			default:
-			}
-			_ = c.aTx.Respond(ok)
-			interval = min(2*interval, t2)
-			c.mu.Lock()
-			if c.state == stAnswered {
-				c.retransmit.Reset(interval)
-			}
-			c.mu.Unlock()
-		}
-		c.retransmit = time.AfterFunc(interval, retransmit)
 	}
 	c.timers = append(c.timers, time.AfterFunc(timerF, func() {
 		select {
@@ -1332,10 +1324,8 @@ func (c *call) finish(cause string) bool {
 		t.Stop()
 	}
 	c.timers = nil
-	for _, t := range []*time.Timer{c.retransmit, c.keepaliveTimer} {
-		if t != nil {
-			t.Stop()
-		}
+	if c.keepaliveTimer != nil {
+		c.keepaliveTimer.Stop()
 	}
 	for _, st := range c.sessionTimers {
 		if st.timer != nil {

@@ -357,9 +357,9 @@ wait:
 	}
 }
 
-// retransmitUntilACK repeats a 2xx to a re-INVITE over UDP until its ACK
-// comes (RFC 3261 §13.3.1.4: the UAS core's job; sipgo's transaction does
-// not do it).
+// retransmitUntilACK repeats a 2xx to an INVITE or re-INVITE over UDP,
+// T1 doubling to T2, until its ACK comes or 64*T1 have passed (RFC 3261
+// §13.3.1.4: the UAS core's job; sipgo's transaction does not do it).
 func (c *call) retransmitUntilACK(l *leg, tx sip.ServerTransaction, ok *sip.Response) {
 	acked := make(chan struct{})
 	deadline := time.Now().Add(timerF)

@@ -53,14 +53,9 @@ func (c *call) fork(ctx context.Context, route *Route, ts []Target, deadline tim
 	c.info.Anchored = anchored
 	c.mu.Unlock()
 
-	offer := c.aInvite.Body()
-	if len(offer) > 0 && anchored {
-		var err error
-		offer, err = b.cfg.Media.Offer(ctx, MediaRequest{CallID: c.id, FromTag: c.aFromTag, SDP: offer, Source: c.info.Source.Addr()})
-		if err != nil {
-			b.log.Warn("media anchor refused the offer", "call-id", c.id, "error", err)
-			return outcome{status: 488, reason: "Not Acceptable Here", err: err}
-		}
+	offer, err := c.bOffer(ctx, anchored)
+	if err != nil {
+		return outcome{status: 488, reason: "Not Acceptable Here", err: err}
 	}
 
 	// Unbuffered: an event is either taken by the loop below, which then
