@@ -149,30 +149,6 @@ func (b *B2BUA) newCall(req *sip.Request, tx sip.ServerTransaction) {
 	src, _ := netip.ParseAddrPort(req.Source())
 	ctx, cancel := context.WithTimeout(context.Background(), b.cfg.NoAnswerTimeout+timerF)
 	defer cancel()
-	c := &call{
-		b: b, id: string(*cid), aInvite: req, aTx: tx,
-		aTag: sip.GenerateTagN(16), aFromTag: from.Params.GetOr("tag", ""),
-		canceled: make(chan struct{}), acked: make(chan struct{}),
-		pendingAck: map[*leg]pendingACK{}, sessionTimers: map[*leg]*sessionTimer{},
-		reACK: map[*leg]*ackWait{},
-	}
-	// The caller's CANCEL (sipgo has answered it 200 and the INVITE 487),
-	// or the end of its transaction, stops the setup; registered before
-	// anything slow, and checked: they report false when it happened
-	// already.
-	if !tx.OnCancel(func(*sip.Request) { c.cancel(CauseCanceled) }) {
-		c.cancel(CauseCanceled)
-	}
-	if !tx.OnTerminate(func(string, error) {
-		c.mu.Lock()
-		st := c.state
-		c.mu.Unlock()
-		if st == stSetup {
-			c.cancel(CauseCanceled)
-		}
-	}) {
-		c.cancel(CauseCanceled)
-	}
 	var id Identity
 	if b.cfg.Authenticator != nil {
 		var res *sip.Response
@@ -186,6 +162,31 @@ func (b *B2BUA) newCall(req *sip.Request, tx sip.ServerTransaction) {
 		}
 	}
 
+	c := &call{
+		b: b, id: string(*cid), aInvite: req, aTx: tx,
+		aTag: sip.GenerateTagN(16), aFromTag: from.Params.GetOr("tag", ""),
+		canceled: make(chan struct{}), acked: make(chan struct{}),
+		pendingAck: map[*leg]pendingACK{}, sessionTimers: map[*leg]*sessionTimer{},
+		reACK: map[*leg]*ackWait{},
+	}
+	// The caller's CANCEL (sipgo has answered it 200 and the INVITE 487),
+	// or the end of its transaction, stops the setup. Registered once the
+	// caller is known (a challenged INVITE costs nothing more), and
+	// checked: they report false when it happened already, during the
+	// authentication for instance.
+	if !tx.OnCancel(func(*sip.Request) { c.cancel(CauseCanceled) }) {
+		c.cancel(CauseCanceled)
+	}
+	if !tx.OnTerminate(func(string, error) {
+		c.mu.Lock()
+		st := c.state
+		c.mu.Unlock()
+		if st == stSetup {
+			c.cancel(CauseCanceled)
+		}
+	}) {
+		c.cancel(CauseCanceled)
+	}
 	transport := strings.ToUpper(req.Transport())
 	c.aUDP = transport == "UDP" || transport == ""
 	c.a = &leg{
